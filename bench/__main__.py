@@ -1,0 +1,23 @@
+"""Run every benchmark in ``bench/``, one after the other, each printing its own ratios."""
+from __future__ import annotations
+
+import importlib
+import pathlib
+import sys
+
+
+def main(names: list[str]) -> int:
+    here = pathlib.Path(__file__).parent
+    modules = sorted(p.stem for p in here.glob("bench_*.py"))
+    chosen = [m for m in modules if not names or any(n in m for n in names)]
+    if not chosen:
+        print(f"no benchmark matches {names}; there are: {', '.join(modules)}", file=sys.stderr)
+        return 2
+    for name in chosen:
+        print(f"\n=== {name}", flush=True)
+        importlib.import_module(f"bench.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
