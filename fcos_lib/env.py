@@ -1,7 +1,7 @@
 """What every notebook needs first: the device, the quick-mode switch, seeds, sources.
 
 The quick-mode switch is the environment variable ``FCOS_QUICK``. The test configuration
-(``tests/conftest.py``) sets it to ``1`` so that nbval runs every notebook with small data
+(``conftest.py`` at the repository's root) sets it to ``1`` so that nbval runs every notebook with small data
 and few steps; a notebook's default, with the variable unset, is the real thing.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import inspect
 import os
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,17 @@ def quick_mode() -> bool:
 def pick(real, quick):
     """``quick`` in quick mode, else ``real``: one line per shrunk setting in a notebook."""
     return quick if quick_mode() else real
+
+
+def runs_dir() -> Path:
+    """Where notebooks and the CLI keep training runs: ``<repo>/runs`` in a clone of the
+    repository (a notebook runs in ``notebooks/``), else ``./runs`` (e.g. ``/content/runs``
+    on Colab)."""
+    here = Path.cwd()
+    for folder in (here, here.parent):
+        if (folder / "fcos_lib").is_dir() and (folder / "notebooks").is_dir():
+            return folder / "runs"
+    return here / "runs"
 
 
 def pick_device(prefer: str | None = None) -> torch.device:

@@ -1,0 +1,164 @@
+"""One training step of fcos_lib against torchvision's FCOS with the same network.
+
+The network: RegNetX-400MF (random init) with a 64-channel FPN over P3-P7 and torchvision's
+FCOS head, built in torchvision (``BackboneWithFPN``, ``LastLevelP6P7``) and copied into
+fcos_lib with ``FCOS.from_torchvision``, so both sides run the same weights. A step is
+forward, loss, backward and an SGD update (momentum 0.9), on 16 images of 224 px with up to
+8 boxes each, 2 threads. torchvision's step also runs its transform (normalize, batch) and
+``compute_loss``; fcos_lib's takes a normalized batch and runs ``fcos_lib.losses``.
+
+Also printed: the network alone (forward and backward of the same sum of its raw outputs),
+so that "outside the network" = step - network - optimizer update; then what makes the same
+network faster here: channels-last memory format, the fused SGD, ``torch.compile``.
+
+torchvision infers a level's stride as image size // feature size; at 224 px its P6 and P7
+strides come out as 56 and 112 rather than 64 and 128, so the two sides' targets (and
+losses) differ slightly on those levels; the work is the same.
+
+Run: ``python -m bench.bench_train``. Goals: ratio (fcos_lib / torchvision) at most 1.0;
+outside the network under 3% of fcos_lib's step.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models import regnet_x_400mf
+from torchvision.models.detection import FCOS as TorchvisionFCOS
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from fcos_lib.data import IMAGENET_MEAN, IMAGENET_STD
+from fcos_lib.model import FCOS
+
+BATCH, SIZE, NUM_CLASSES, THREADS = 16, 224, 20, 2
+
+
+def torchvision_fcos() -> TorchvisionFCOS:
+    """RegNetX-400MF + 64-channel FPN (P3-P7) + FCOS head, random init, 224 px in and out."""
+    torch.manual_seed(0)
+    regnet = regnet_x_400mf(weights=None)
+    body = nn.Sequential(OrderedDict([("stem", regnet.stem),
+                                      *regnet.trunk_output.named_children()]))
+    backbone = BackboneWithFPN(body, {"block2": "p3", "block3": "p4", "block4": "p5"},
+                               in_channels_list=[64, 160, 400], out_channels=64,
+                               extra_blocks=LastLevelP6P7(64, 64))
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
+    return TorchvisionFCOS(backbone, NUM_CLASSES, min_size=SIZE, max_size=SIZE,
+                           image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+                           anchor_generator=anchors)
+
+
+def make_batch(seed: int = 0):
+    """16 images in [0, 1] (torchvision's input), the same normalized (ours), targets."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand(BATCH, 3, SIZE, SIZE, generator=gen)
+    targets = []
+    for _ in range(BATCH):
+        n = int(torch.randint(1, 9, (1,), generator=gen))
+        wh = 16 + torch.rand(n, 2, generator=gen) * (SIZE - 32)
+        xy = torch.rand(n, 2, generator=gen) * (SIZE - wh)
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1),
+                        "labels": torch.randint(0, NUM_CLASSES, (n,), generator=gen)})
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return images, (images - mean) / std, targets
+
+
+def sgd(model: nn.Module, **kw) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4, **kw)
+
+
+def step_fn(model, optimizer, inputs, targets, torchvision: bool):
+    """A closure running one training step."""
+    def step():
+        losses = model(list(inputs) if torchvision else inputs, targets)
+        total = sum(losses.values()) if torchvision else losses["total"]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+    return step
+
+
+def network_fn(model: FCOS, inputs):
+    """Forward and backward of the raw outputs alone (no targets, no loss)."""
+    def run():
+        out = model(inputs)
+        total = sum(t.sum() for key in ("cls_logits", "box_deltas", "centerness")
+                    for t in out[key])
+        model.zero_grad(set_to_none=True)
+        total.backward()
+    return run
+
+
+def median_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median wall time in ms of each function, interleaved so that load hits all alike."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def main(repeats: int = 7) -> None:
+    torch.set_num_threads(THREADS)
+    raw, normalized, targets = make_batch()
+    tv = torchvision_fcos().train()
+    ours = FCOS.from_torchvision(tv).train()
+    tv_opt, our_opt = sgd(tv), sgd(ours)
+    # The same network: equal raw outputs on the same normalized batch.
+    with torch.no_grad():
+        features = list(tv.backbone(normalized).values())
+        theirs = tv.head(features)["cls_logits"]
+        mine = torch.cat(ours(normalized)["cls_logits"], 1)
+    same = torch.allclose(theirs, mine, atol=1e-4)
+    print(f"batch {BATCH} x {SIZE} px, {NUM_CLASSES} classes, RegNetX-400MF + FPN 64 ch P3-P7, "
+          f"{torch.get_num_threads()} threads; class logits equal: {same}")
+
+    optimizer_only = sgd(ours)
+    for p in ours.parameters():
+        p.grad = torch.zeros_like(p)
+    times = median_ms({"torchvision": step_fn(tv, tv_opt, raw, targets, True),
+                       "fcos_lib": step_fn(ours, our_opt, normalized, targets, False),
+                       "network": network_fn(ours, normalized),
+                       "update": lambda: optimizer_only.step()}, repeats)
+    ratio = times["fcos_lib"] / times["torchvision"]
+    outside = times["fcos_lib"] - times["network"] - times["update"]
+    print(f"step (median ms): torchvision {times['torchvision']:.0f}, fcos_lib "
+          f"{times['fcos_lib']:.0f}: ratio {ratio:.3f} (goal <= 1.0)")
+    print(f"fcos_lib's step: network fwd+bwd {times['network']:.0f} ms, SGD update "
+          f"{times['update']:.1f} ms, outside the network {outside:.1f} ms = "
+          f"{100 * outside / times['fcos_lib']:.1f}% (goal < 3%)")
+    variants(ours, normalized, targets, times["fcos_lib"], repeats)
+
+
+def variants(model: FCOS, inputs, targets, baseline: float, repeats: int) -> None:
+    """The same step with channels-last tensors, the fused SGD, torch.compile."""
+    cl_model = FCOS.from_torchvision(torchvision_fcos()).train().to(
+        memory_format=torch.channels_last)
+    cl_inputs = inputs.contiguous(memory_format=torch.channels_last)
+    fns = {"baseline": step_fn(model, sgd(model), inputs, targets, False),
+           "channels-last": step_fn(cl_model, sgd(cl_model), cl_inputs, targets, False),
+           "fused SGD": step_fn(model, sgd(model, fused=True), inputs, targets, False)}
+    times = median_ms(fns, repeats)
+    compiled = torch.compile(FCOS.from_torchvision(torchvision_fcos()).train())
+    compiled_step = step_fn(compiled, sgd(compiled), inputs, targets, False)
+    start = time.perf_counter()
+    compiled_step()
+    warmup = time.perf_counter() - start
+    times.update(median_ms({"torch.compile": compiled_step}, repeats))
+    print(f"variants (median ms; baseline above {baseline:.0f}):")
+    for name, ms in times.items():
+        print(f"  {name:<14} {ms:7.0f}  x{times['baseline'] / ms:.2f}")
+    print(f"  torch.compile's first step (compilation): {warmup:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

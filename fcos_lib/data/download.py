@@ -1,0 +1,323 @@
+"""Download PASCAL VOC 2007 safely: mirrors, resume, MD5, atomic rename, safe extraction.
+
+``download_voc2007("data")`` leaves the images in ``data/VOCdevkit/VOC2007``. What can go
+wrong, and what happens then:
+
+- a mirror is down: the next one is tried; when all fail, the error lists why and says which
+  file to place in which folder by hand;
+- the connection drops: the bytes so far stay in ``<archive>.part`` and the next call resumes
+  them with an HTTP Range request (a server that ignores Range sends the whole file again,
+  and the part file restarts from zero);
+- the archive is corrupt: its MD5 differs from the published one, the part file is deleted;
+- the archive is hostile (absolute paths, ``..``, links out of the folder): nothing is
+  extracted.
+
+Nothing ever sits half-written under a final name: the archive is renamed from ``.part`` only
+after its MD5 matches, and it is extracted into a temporary folder next to the destination,
+moved into place only when complete. Command line:
+``python -m fcos_lib download voc2007 --root data/ [--test] [--url URL --md5 MD5]``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+CHUNK = 1 << 20  # bytes per read while downloading and hashing
+ATTEMPTS_PER_MIRROR = 3
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A published archive: its file name, MD5 and the URLs it can be fetched from."""
+
+    filename: str
+    md5: str
+    urls: tuple[str, ...]
+    size_text: str
+
+
+# MD5s as published with VOC 2007 (and listed in torchvision.datasets.VOCDetection).
+VOC2007_TRAINVAL = Archive(
+    "VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64",
+    ("http://host.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtrainval_06-Nov-2007.tar",
+     "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtrainval_06-Nov-2007.tar",
+     "https://pjreddie.com/media/files/VOCtrainval_06-Nov-2007.tar"),
+    "460 MB")
+VOC2007_TEST = Archive(
+    "VOCtest_06-Nov-2007.tar", "b6e924de25625d8de591ea690078ad9f",
+    ("http://host.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtest_06-Nov-2007.tar",
+     "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtest_06-Nov-2007.tar",
+     "https://pjreddie.com/media/files/VOCtest_06-Nov-2007.tar"),
+    "451 MB")
+TREE = PurePosixPath("VOCdevkit", "VOC2007")  # where the archives put the images
+
+
+class DownloadError(RuntimeError):
+    """A download, checksum or extraction failed; the message says what to do."""
+
+
+class _RefusedError(DownloadError):
+    """The server answered with an HTTP error: asking it again will not help."""
+
+
+def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
+                     url: str | None = None, md5: str | None = None,
+                     progress: bool = True, timeout: float = 60.0) -> Path:
+    """Fetch, verify and extract VOC 2007 trainval (and test with ``test=True``) into ``root``.
+
+    Already extracted archives are skipped; an archive already in ``root`` (placed by hand,
+    or from an earlier run) is verified and extracted without downloading.
+
+    Args:
+        root: the data folder; the images end in ``<root>/VOCdevkit/VOC2007``.
+        test: also fetch the test archive.
+        url: try only this URL (a mirror of your own, or a test server) for the trainval
+            archive instead of the built-in mirrors.
+        md5: expected MD5 of that archive (default: the published one).
+        progress: show a tqdm bar.
+        timeout: seconds without data before a connection counts as dropped.
+
+    Returns:
+        ``<root>/VOCdevkit/VOC2007``.
+
+    Raises:
+        DownloadError: with what went wrong and what to do.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    trainval = VOC2007_TRAINVAL
+    if url is not None or md5 is not None:
+        trainval = Archive(trainval.filename, (md5 or trainval.md5).lower(),
+                           (url,) if url else trainval.urls, trainval.size_text)
+    for archive in (trainval, VOC2007_TEST) if test else (trainval,):
+        if _marker(root, archive).is_file():
+            continue
+        path = fetch(archive, root, progress=progress, timeout=timeout)
+        extract(path, root, archive)
+    return root / TREE
+
+
+def _marker(root: Path, archive: Archive) -> Path:
+    """An empty file written after an archive's tree is complete."""
+    return root / TREE / f".extracted-{archive.filename}"
+
+
+def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 60.0) -> Path:
+    """``<root>/<archive.filename>``, downloaded if needed, its MD5 verified.
+
+    Raises:
+        DownloadError: no mirror gave the right bytes, or a file in place has the wrong MD5.
+    """
+    final = root / archive.filename
+    if final.is_file():
+        if md5sum(final, progress) != archive.md5:
+            raise DownloadError(
+                f"{final} is there but its MD5 is not the published {archive.md5}: it is "
+                f"incomplete or a different file. Delete it and run the download again.")
+        return final
+    part = final.with_name(final.name + ".part")
+    failures = []
+    for url in archive.urls:
+        for _ in range(ATTEMPTS_PER_MIRROR):
+            try:
+                _download(url, part, progress, timeout)
+            except _RefusedError as err:
+                failures.append(f"{url}: {err}")
+                break
+            except (OSError, http.client.HTTPException, DownloadError) as err:
+                # A dropped connection keeps the part file: the next attempt resumes it.
+                failures.append(f"{url}: {err}")
+                continue
+            if md5sum(part, progress) == archive.md5:
+                os.replace(part, final)
+                return final
+            part.unlink()
+            failures.append(f"{url}: the downloaded file's MD5 is not {archive.md5} "
+                            "(the part file was deleted)")
+            break  # this mirror sends other bytes: try the next one
+    reasons = "\n  ".join(failures)
+    kept = (f"\nThe bytes received so far are kept in {part}; running the download again "
+            f"resumes them." if part.is_file() else "")
+    raise DownloadError(
+        f"could not download {archive.filename} ({archive.size_text}):\n  {reasons}{kept}\n"
+        f"To do it by hand: download {archive.filename} (e.g. from {archive.urls[0]}) with "
+        f"a browser, place it in {root.resolve()}/, and run "
+        f"`python -m fcos_lib download voc2007 --root {root}` again: it checks the MD5 "
+        f"({archive.md5}) and extracts it.")
+
+
+def _download(url: str, part: Path, progress: bool, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming with a Range request).
+
+    Raises:
+        DownloadError: the server answered with an error or sent fewer bytes than announced.
+        OSError: the connection failed or timed out.
+    """
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "fcos_lib-download"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:  # nothing left to send: the part file is complete
+            return
+        raise _RefusedError(f"HTTP {err.code} {err.reason}") from None
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored the Range request and sends everything
+        elif offset and not response.headers.get("Content-Range", "").startswith(
+                f"bytes {offset}-"):
+            raise DownloadError(f"the server resumed at the wrong place "
+                                f"({response.headers.get('Content-Range')!r}, asked {offset})")
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+        received = 0
+        with open(part, "ab" if offset else "wb") as out, tqdm(
+                total=None if expected is None else offset + expected, initial=offset,
+                unit="B", unit_scale=True, desc=part.name[:-5], disable=not progress) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except http.client.IncompleteRead as err:  # what is left of a dropped connection
+                out.write(err.partial)
+                received += len(err.partial)
+    if expected is not None and received < expected:
+        raise DownloadError(f"the connection closed after {offset + received} of "
+                            f"{offset + expected} bytes")
+
+
+def md5sum(path: Path, progress: bool = False) -> str:
+    """The MD5 of a file, as 32 hex digits."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                     desc=f"MD5 {path.name}", disable=not progress) as bar:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
+    """Refuse an archive whose members could write outside the folder it is extracted to.
+
+    Refused: absolute names, names with ``..``, symbolic or hard links that point out of the
+    folder (or to an absolute path), and device files or pipes.
+
+    Raises:
+        DownloadError: naming the first bad member.
+    """
+    for m in members:
+        name = PurePosixPath(m.name)
+        problem = None
+        if (name.is_absolute() or m.name.startswith(("/", "\\"))
+                or (name.parts and ":" in name.parts[0])):
+            problem = "an absolute path"
+        elif ".." in name.parts:
+            problem = "a '..' in its path"
+        elif m.issym() or m.islnk():
+            target = PurePosixPath(m.linkname)
+            resolved = (name.parent / target) if m.issym() else target
+            if target.is_absolute() or _escapes(resolved):
+                problem = f"a link to {m.linkname!r}, outside the archive's folder"
+        elif not (m.isfile() or m.isdir()):
+            problem = "a device file or pipe"
+        if problem:
+            raise DownloadError(
+                f"refusing to extract {archive}: member {m.name!r} has {problem}. The file is "
+                f"not a genuine VOC archive: delete it and download again.")
+
+
+def _escapes(path: PurePosixPath) -> bool:
+    """True when a relative path climbs above its starting folder."""
+    depth = 0
+    for part in path.parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+def extract(path: Path, root: Path, archive: Archive) -> Path:
+    """Extract a verified VOC archive so that its ``VOCdevkit/VOC2007`` lands in ``root``.
+
+    The archive goes into a temporary folder in ``root`` first; its tree is then moved into
+    place (renamed whole when the destination is new, file by file into an existing tree,
+    e.g. test images next to trainval), and a marker file records completion. On any failure
+    the temporary folder is removed.
+
+    Raises:
+        DownloadError: the archive is unreadable, unsafe, or has no ``VOCdevkit/VOC2007``.
+    """
+    destination = root / TREE
+    temp = Path(tempfile.mkdtemp(prefix=f".{archive.filename}.", suffix=".extract", dir=root))
+    try:
+        try:
+            with tarfile.open(path) as tar:
+                members = tar.getmembers()
+                check_members(members, path)
+                # Python's own "data" filter (3.10.12+, 3.11.4+) adds a second line of defence.
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(temp, members=members, **safe)
+        except (tarfile.TarError, EOFError) as err:
+            raise DownloadError(f"cannot read {path} as a tar archive ({err}): delete it and "
+                                "download again") from None
+        tree = temp / TREE
+        if not tree.is_dir():
+            raise DownloadError(f"{path} has no {TREE}/ folder: it is not a VOC 2007 archive. "
+                                "Delete it and download again.")
+        if not destination.exists():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tree, destination)
+        else:
+            _merge(tree, destination)
+        _marker(root, archive).touch()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return destination
+
+
+def _merge(source: Path, destination: Path) -> None:
+    """Move every file of ``source`` into the same place under ``destination``."""
+    for folder, _, files in os.walk(source):
+        target = destination / Path(folder).relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.replace(Path(folder) / name, target / name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fcos_lib download voc2007 --root data/ [--test] [--url URL] [--md5 MD5]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fcos_lib download",
+        description="Download, verify (MD5) and extract a dataset into a data folder.")
+    parser.add_argument("dataset", choices=["voc2007"], help="the dataset to fetch")
+    parser.add_argument("--root", default="data", help="data folder (default: data)")
+    parser.add_argument("--test", action="store_true", help="also fetch the VOC 2007 test set")
+    parser.add_argument("--url", help="fetch the trainval archive from this URL only")
+    parser.add_argument("--md5", help="expected MD5 of the archive at --url (default: the "
+                                      "published one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        folder = download_voc2007(args.root, test=args.test, url=args.url, md5=args.md5,
+                                  progress=not args.quiet)
+    except DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"VOC 2007 is ready in {folder}")
+    return 0

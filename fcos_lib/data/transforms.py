@@ -1,0 +1,139 @@
+"""What happens to an image and its boxes between the file and the model.
+
+Every dataset of :mod:`fcos_lib.data` produces a sample in two stages (see
+:mod:`fcos_lib.data.cache`): ``load`` makes a uint8 image (3, H, W) at its final size, and
+:func:`finish_sample` flips it at random (training split only) and normalizes it. The geometric
+steps use ``torchvision.transforms.v2`` on a ``tv_tensors.BoundingBoxes``, so the boxes move
+with the pixels by the same code that moves the pixels.
+
+Boxes are ``xyxy`` in pixel edges: a box covering a whole W x H image is ``(0, 0, W, H)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+Target = dict[str, Any]
+
+
+def select_objects(target: Target, keep: Tensor) -> Target:
+    """The target with only the objects where ``keep`` (N,) bool is true.
+
+    Every per-object tensor (``boxes``, ``labels``, ``difficult``, ...) is indexed together;
+    other entries (``image_id``) are kept as they are.
+    """
+    n = len(keep)
+    return {k: v[keep] if isinstance(v, Tensor) and v.dim() >= 1 and len(v) == n else v
+            for k, v in target.items()}
+
+
+def resize_and_center_crop(image: Tensor, boxes: Tensor, size: int,
+                           min_size: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Resize the shorter side to ``size``, then cut the central ``size`` x ``size`` square.
+
+    The boxes are scaled with the image, shifted by the crop's offset and clipped to the crop.
+    A box with less than ``min_size`` pixels of width or height left (cropped away, or
+    degenerate from the start) is dropped: ``keep`` says which survived.
+
+    Args:
+        image: uint8 (3, H, W).
+        boxes: (N, 4) float32, xyxy pixels of ``image``.
+        size: side of the output square, pixels.
+        min_size: smallest width and height a kept box has, pixels.
+
+    Returns:
+        ``(image (3, size, size) uint8, boxes (K, 4) float32 xyxy pixels of the new image,
+        keep (N,) bool)``.
+    """
+    h, w = image.shape[-2:]
+    box_tv = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w))
+    # v2.Resize with an int resizes the shorter side; CenterCrop shifts and clamps the boxes.
+    resize_crop = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    out_image, out_boxes = resize_crop(tv_tensors.Image(image), box_tv)
+    out_boxes = out_boxes.as_subclass(Tensor)
+    keep = ((out_boxes[:, 2] - out_boxes[:, 0]) >= min_size) & \
+        ((out_boxes[:, 3] - out_boxes[:, 1]) >= min_size)
+    return out_image.as_subclass(Tensor), out_boxes[keep], keep
+
+
+def random_horizontal_flip(image: Tensor, boxes: Tensor, p: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Mirror the image left-right with probability ``p``; a box (x1, y1, x2, y2) of an image
+    W wide becomes (W - x2, y1, W - x1, y2).
+
+    The coin is ``torch``'s global random generator, so ``torch.manual_seed`` repeats a run.
+
+    Args:
+        image: (3, H, W), any dtype.
+        boxes: (N, 4) float32 xyxy pixels.
+
+    Returns:
+        ``(image, boxes)``, both flipped or both as they were.
+    """
+    box_tv = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(image.shape[-2:]))
+    out_image, out_boxes = v2.RandomHorizontalFlip(p)(tv_tensors.Image(image), box_tv)
+    return out_image.as_subclass(Tensor), out_boxes.as_subclass(Tensor)
+
+
+def normalize(image: Tensor) -> Tensor:
+    """uint8 (3, H, W) or (B, 3, H, W) -> float32 normalized with ImageNet mean and std."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image.float() / 255.0 - mean) / std
+
+
+def denormalize(images: Tensor) -> Tensor:
+    """Undo :func:`normalize` for display.
+
+    Args:
+        images: float (3, H, W) or (B, 3, H, W), normalized with ImageNet mean and std.
+
+    Returns:
+        The same shape, float in [0, 1], on the input's device.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(3, 1, 1)
+    return (images * std + mean).clamp(0.0, 1.0)
+
+
+def finish_sample(image: Tensor, target: Target, flip: bool) -> tuple[Tensor, Target]:
+    """The fast second stage of every dataset: random flip (when ``flip``), then normalize.
+
+    Args:
+        image: uint8 (3, H, W) from a dataset's ``load``.
+        target: its dict; ``boxes`` (N, 4) float32 xyxy pixels.
+        flip: flip with probability 1/2 (the training split) or never.
+
+    Returns:
+        ``(image float32 (3, H, W) normalized, target)``, a new target dict.
+    """
+    target = dict(target)
+    if flip:
+        image, target["boxes"] = random_horizontal_flip(image, target["boxes"])
+    return normalize(image), target
+
+
+def collate(batch: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
+    """Stack a list of samples for a DataLoader.
+
+    Args:
+        batch: ``[(image (3, H, W), target), ...]``, images of one size.
+
+    Returns:
+        ``(images (B, 3, H, W), [target, ...])``: targets stay a list, since each image has
+        its own number of boxes.
+    """
+    if not batch:
+        raise ValueError("collate got an empty batch: check the dataset's length")
+    sizes = {tuple(image.shape) for image, _ in batch}
+    if len(sizes) > 1:
+        raise ValueError(f"collate needs images of one size, got {sorted(sizes)}: give the "
+                         "dataset an image_size so that it resizes and crops")
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)

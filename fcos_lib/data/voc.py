@@ -1,0 +1,206 @@
+"""PASCAL VOC: a reader of any VOC-format folder, and the course's VOC2007DetectionTiny.
+
+A VOC-format folder holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg`` and
+``ImageSets/Main/<split>.txt`` (one image id per line). Each XML names the objects with a
+class name, a ``difficult`` flag and a ``bndbox`` in VOC's pixel coordinates (see
+:func:`parse_voc_xml` for how they become our boxes).
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from fcos_lib.data.transforms import Target, finish_sample, resize_and_center_crop, select_objects
+
+VOC_CLASSES: list[str] = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]
+
+
+def parse_voc_xml(path: str | os.PathLike) -> dict:
+    """Read one VOC annotation file.
+
+    VOC numbers pixels from 1 and its boxes include both end pixels: ``xmin=1, xmax=W``
+    spans every column of a W-wide image. Our boxes are pixel *edges* counted from 0, where
+    pixel ``k`` (1-based) covers ``[k - 1, k)``. So ``x1 = xmin - 1`` and ``x2 = xmax``
+    (likewise for y): the whole-image box ``(1, 1, W, H)`` becomes ``(0, 0, W, H)``, and a
+    one-pixel box ``xmin = xmax = 5`` becomes ``x1 = 4, x2 = 5``, one pixel wide.
+
+    Args:
+        path: the ``.xml`` file.
+
+    Returns:
+        A dict with ``names`` (N class names), ``boxes`` (N, 4) float32 xyxy pixel edges,
+        ``difficult`` (N,) bool, ``truncated`` (N,) bool, and ``size`` ``(W, H)`` as written
+        in the file (``None`` when missing).
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"{path} is not a valid VOC annotation ({err}): fix or remove it "
+                         "and its line in the split file") from None
+    names, boxes, difficult, truncated = [], [], [], []
+    for obj in root.iter("object"):
+        bnd = obj.find("bndbox")
+        name = obj.findtext("name")
+        if bnd is None or name is None:
+            raise ValueError(f"{path}: an <object> without <name> or <bndbox>; every object "
+                             "needs both")
+        try:
+            xmin, ymin, xmax, ymax = (float(bnd.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: object {name!r} has a <bndbox> without numeric "
+                             "xmin/ymin/xmax/ymax") from None
+        names.append(name.strip())
+        boxes.append([xmin - 1, ymin - 1, xmax, ymax])
+        difficult.append(obj.findtext("difficult", "0").strip() == "1")
+        truncated.append(obj.findtext("truncated", "0").strip() == "1")
+    size = root.find("size")
+    wh = None
+    if size is not None and size.findtext("width") and size.findtext("height"):
+        wh = (int(float(size.findtext("width"))), int(float(size.findtext("height"))))
+    return {"names": names, "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "difficult": torch.tensor(difficult, dtype=torch.bool),
+            "truncated": torch.tensor(truncated, dtype=torch.bool), "size": wh}
+
+
+class VOCDataset(torch.utils.data.Dataset):
+    """The images of one split of a VOC-format folder, with their boxes.
+
+    Args:
+        root: folder with ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/``.
+        split: name of the split file, ``ImageSets/Main/<split>.txt``.
+        image_size: ``None`` keeps every image as it is (boxes in its original pixels); an
+            int resizes the shorter side to it and crops the central square (see
+            :func:`~fcos_lib.data.transforms.resize_and_center_crop`), dropping the boxes
+            cropped away.
+        keep_difficult: keep the objects marked difficult (then targets carry ``difficult``);
+            by default they are dropped.
+        train: flip images at random in :meth:`finish` (for a training split).
+        class_names: the classes, in label order (default: the 20 VOC classes).
+
+    A sample is ``(image float32 (3, H, W) normalized, target)``: ``boxes`` (N, 4) float32
+    xyxy pixels of the returned image, ``labels`` (N,) int64, ``image_id`` (position in the
+    split) and, with ``keep_difficult``, ``difficult`` (N,) bool. ``ids[i]`` is the file name
+    stem of image ``i``. An image without objects gives N = 0.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, image_size: int | None = None,
+                 keep_difficult: bool = False, train: bool = False,
+                 class_names: list[str] | None = None):
+        self.root = Path(root)
+        split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
+        if not split_file.is_file():
+            raise FileNotFoundError(
+                f"no split file {split_file}: a VOC-format folder needs Annotations/, "
+                f"JPEGImages/ and ImageSets/Main/{split}.txt (one image id per line)")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"image_size must be a positive number of pixels or None, "
+                             f"got {image_size}")
+        self.split, self.image_size = split, image_size
+        self.keep_difficult, self.train = keep_difficult, train
+        self.class_names = list(class_names or VOC_CLASSES)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        self.annotations = [self._read_annotation(i, index) for i in self.ids]
+        self.cache_key = (f"voc-{self.root.resolve()}-{split}-{image_size or 'orig'}px-"
+                          f"{'difficult' if keep_difficult else 'nodifficult'}")
+
+    def _read_annotation(self, image_id: str, index: dict[str, int]) -> Target:
+        path = self.root / "Annotations" / f"{image_id}.xml"
+        if not path.is_file():
+            raise FileNotFoundError(f"image {image_id!r} of split {self.split!r} has no "
+                                    f"annotation file {path}")
+        ann = parse_voc_xml(path)
+        unknown = sorted(set(ann["names"]) - set(index))
+        if unknown:
+            raise ValueError(f"{path}: class(es) {unknown} are not in class_names; pass "
+                             "class_names=[...] with every class of your data")
+        labels = torch.tensor([index[n] for n in ann["names"]], dtype=torch.int64)
+        target = {"boxes": ann["boxes"], "labels": labels, "difficult": ann["difficult"]}
+        if not self.keep_difficult:
+            target = select_objects(target, ~ann["difficult"])
+            del target["difficult"]
+        return target
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        return self.finish(*self.load(index))
+
+    def load(self, index: int) -> tuple[Tensor, Target]:
+        """Decode image ``index`` (RGB), resize and crop it: ``(uint8 (3, H, W), target)``."""
+        path = self.root / "JPEGImages" / f"{self.ids[index]}.jpg"
+        # PIL decodes (torchvision.io's decoders are deprecated since torchvision 0.29);
+        # greyscale JPEGs become RGB.
+        try:
+            with Image.open(path) as file:
+                pixels = np.array(file.convert("RGB"))
+        except OSError as err:  # missing, truncated or not an image
+            raise RuntimeError(f"cannot read image {path} ({err}): is the download complete? "
+                               "Delete the folder and download again") from None
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+        target = {**self.annotations[index], "image_id": index}
+        h, w = image.shape[-2:]
+        # Boxes past the border (a few in VOC) are clipped to the image.
+        boxes = target["boxes"].clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        if self.image_size is None:
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            return image, {**select_objects(target, keep), "boxes": boxes[keep]}
+        image, boxes, keep = resize_and_center_crop(image, boxes, self.image_size)
+        return image, {**select_objects(target, keep), "boxes": boxes}
+
+    def finish(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
+        """Random horizontal flip (when ``train``), then normalize."""
+        return finish_sample(image, target, flip=self.train)
+
+
+def voc2007_folder(root: str | os.PathLike) -> Path:
+    """Where VOC 2007 lives under a data folder: ``<root>/VOCdevkit/VOC2007``."""
+    return Path(root) / "VOCdevkit" / "VOC2007"
+
+
+class VOC2007DetectionTiny(VOCDataset):
+    """PASCAL VOC 2007 as in EECS 498-007 assignment A4: 20 classes, difficult objects
+    dropped, the shorter side resized to ``image_size`` then the central square, random
+    horizontal flips on the training split.
+
+    Args:
+        root: the data folder; the images are in ``<root>/VOCdevkit/VOC2007``.
+        split: ``"train"`` or ``"val"`` (the official halves of trainval), ``"trainval"``, or
+            ``"test"`` (needs the test archive: ``download_voc2007(root, test=True)``).
+        download: fetch and extract VOC 2007 first when it is missing.
+        image_size: side of the square images, pixels.
+    """
+
+    SPLITS = ("train", "val", "trainval", "test")
+
+    def __init__(self, root: str | os.PathLike = "data", split: str = "train",
+                 download: bool = False, image_size: int = 224):
+        if split not in self.SPLITS:
+            raise ValueError(f"unknown split {split!r}: VOC2007DetectionTiny has {self.SPLITS}")
+        folder = voc2007_folder(root)
+        present = (folder / "ImageSets" / "Main" / f"{split}.txt").is_file()
+        if not present and download:
+            from fcos_lib.data.download import download_voc2007
+
+            download_voc2007(root, test=split == "test")
+        elif not present:
+            test = " --test" if split == "test" else ""
+            raise FileNotFoundError(
+                f"VOC 2007 ({split}) is not in {folder}. Download it with\n"
+                f"    python -m fcos_lib download voc2007 --root {root}{test}\n"
+                f"or pass download=True (460 MB for trainval, 451 MB for test).")
+        super().__init__(folder, split, image_size=image_size, train=split in ("train", "trainval"))
+        self.cache_key = f"voc2007-tiny-{split}-{image_size}px"

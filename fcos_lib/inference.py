@@ -1,0 +1,208 @@
+"""From raw head outputs to boxes: scores, a threshold, top-k, decoding, NMS.
+
+FCOS predicts at every location of every level, for every class, so a 224-pixel image has
+about a thousand candidates per class before anything is thrown away. :func:`detect` keeps
+the few that matter, for the whole batch at once:
+
+1. score each (location, class): the class probability, or, as the paper ranks them, the
+   geometric mean with the centerness probability, ``sqrt(sigmoid(cls) * sigmoid(ctr))``,
+   which pushes down boxes predicted far from an object's centre;
+2. per level, drop scores <= ``score_thresh`` and keep the best ``topk_candidates``;
+3. decode the kept LTRB deltas into xyxy boxes and clip them to the image;
+4. class-wise non-maximum suppression over all levels, and the best
+   ``detections_per_img`` boxes per image.
+
+Configured as torchvision's FCOS (score 0.2, NMS 0.6, top-k 1000, 100 boxes, centerness in
+the score, locations at ``i * stride``), the detections equal torchvision's, box for box
+(``tests/test_inference.py``).
+
+``python -m fcos_lib predict --checkpoint PATH IMAGE...`` draws a checkpoint's boxes on
+image files (see :func:`main`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from fcos_lib.targets import decode_boxes
+
+__all__ = ["detect", "predict_dataset", "load_image", "main"]
+
+
+def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor,
+                      locations: Tensor, stride: int, image_size: tuple[int, int],
+                      score_thresh: float, topk: int, centerness_in_score: bool
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The best candidates of one level, for every image of the batch.
+
+    Args:
+        cls_logits: (B, L, C); box_deltas: (B, L, 4) LTRB in strides; centerness: (B, L)
+            logits; locations: (L, 2) xy pixels.
+
+    Returns:
+        ``boxes`` (B, k, 4) xyxy pixels clipped to the image, ``scores`` (B, k) (best first),
+        ``labels`` (B, k) int64 and ``valid`` (B, k) bool (score above the threshold);
+        k = min(topk, L * C).
+    """
+    probs = torch.sigmoid(cls_logits)
+    if centerness_in_score:
+        probs = torch.sqrt(probs * torch.sigmoid(centerness)[..., None])
+    flat = probs.flatten(1)                                            # (B, L*C)
+    # The best k of all scores, cut at the threshold, are the best k of those above it: a
+    # fixed k for every image keeps the batch rectangular.
+    scores, index = flat.topk(min(topk, flat.shape[1]), dim=1)        # sorted, best first
+    valid = scores > score_thresh
+    num_classes = cls_logits.shape[-1]
+    where, labels = index // num_classes, index % num_classes         # location, class
+    strides = torch.full((len(locations),), float(stride), device=locations.device)
+    boxes = decode_boxes(box_deltas, locations, strides)              # (B, L, 4)
+    boxes = boxes.gather(1, where[..., None].expand(-1, -1, 4))       # (B, k, 4)
+    height, width = image_size
+    boxes = torch.stack([boxes[..., 0].clamp(0, width), boxes[..., 1].clamp(0, height),
+                         boxes[..., 2].clamp(0, width), boxes[..., 3].clamp(0, height)], -1)
+    return boxes, scores, labels, valid
+
+
+def detect(outputs: dict[str, list], image_size: tuple[int, int], score_thresh: float = 0.05,
+           nms_thresh: float = 0.6, topk_candidates: int = 1000, detections_per_img: int = 100,
+           centerness_in_score: bool = True) -> list[dict[str, Tensor]]:
+    """Detections of a batch from the raw outputs of ``FCOS.forward``.
+
+    Args:
+        outputs: per-level lists (see docs/design.md): ``cls_logits`` (B, L_l, C),
+            ``box_deltas`` (B, L_l, 4) LTRB divided by the stride, ``centerness`` (B, L_l)
+            logits, ``locations`` (L_l, 2) xy pixels, ``strides`` ints.
+        image_size: (H, W) of the input images, pixels: boxes are clipped to it.
+        score_thresh: candidates scoring at most this are dropped.
+        nms_thresh: within a class, a box overlapping a better one with IoU above this goes.
+        topk_candidates: candidates kept per level and image before NMS.
+        detections_per_img: the most boxes returned per image.
+        centerness_in_score: score = sqrt(class prob * centerness prob) (the paper's
+            ranking) instead of the class probability alone.
+
+    Returns:
+        B dicts, boxes sorted by score: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,),
+        ``labels`` (K,) int64.
+    """
+    keys = ("cls_logits", "box_deltas", "centerness", "locations", "strides")
+    missing = [k for k in keys if k not in outputs]
+    if missing:
+        raise ValueError(f"outputs lack {missing}: pass the dict that FCOS.forward returns "
+                         "for images alone (without targets)")
+    per_level = [_level_candidates(c, d, z, loc, s, image_size, score_thresh, topk_candidates,
+                                   centerness_in_score)
+                 for c, d, z, loc, s in zip(*(outputs[k] for k in keys))]
+    boxes, scores, labels, valid = (torch.cat(parts, dim=1) for parts in zip(*per_level))
+    batch, num_classes = scores.shape[0], outputs["cls_logits"][0].shape[-1]
+    image = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)
+    boxes, scores, labels, image = boxes[valid], scores[valid], labels[valid], image[valid]
+    # One NMS call for the whole batch: a group is an (image, class) pair. The result is
+    # sorted by score; a stable sort by image keeps that order within each image.
+    keep = batched_nms(boxes, scores, image * num_classes + labels, nms_thresh)
+    keep = keep[torch.argsort(image[keep], stable=True)]
+    counts = torch.bincount(image[keep], minlength=batch)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(keep), device=keep.device) - first[image[keep]]
+    keep = keep[rank < detections_per_img]
+    sizes = counts.clamp(max=detections_per_img).tolist()
+    return [{"boxes": b, "scores": s, "labels": c} for b, s, c in
+            zip(boxes[keep].split(sizes), scores[keep].split(sizes), labels[keep].split(sizes))]
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 16,
+                    max_images: int | None = None, **detect_kwargs
+                    ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+    """Run ``model.predict`` over (the first ``max_images`` of) a dataset.
+
+    Args:
+        model: an FCOS; its device is used.
+        dataset: samples ``(image, target)`` of one image size.
+        detect_kwargs: passed to ``model.predict`` (``score_thresh``, ...).
+
+    Returns:
+        ``(predictions, targets)``: one dict per image each, on the CPU.
+    """
+    from fcos_lib.data import collate
+
+    device = next(model.parameters()).device
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    predictions, targets = [], []
+    for start in range(0, n, batch_size):
+        images, batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        predictions += [{k: v.cpu() for k, v in p.items()}
+                        for p in model.predict(images.to(device), **detect_kwargs)]
+        targets += batch
+    return predictions, targets
+
+
+def load_image(path: str | Path, image_size: int) -> tuple[Tensor, Tensor]:
+    """An image file as the datasets make images: shorter side to ``image_size``, centre crop.
+
+    Returns:
+        ``(pixels uint8 (3, S, S), normalized float32 (3, S, S))``, S = ``image_size``.
+
+    Raises:
+        ValueError: the file is not an image torchvision can read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from fcos_lib.data import normalize, resize_and_center_crop
+
+    try:
+        with Image.open(path) as file:
+            rgb = np.asarray(file.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not an image Pillow can read (JPEG, PNG, ...): {error}"
+                         ) from None
+    pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1)                   # uint8 (3, H, W)
+    pixels, _, _ = resize_and_center_crop(pixels, torch.zeros(0, 4), image_size)
+    return pixels, normalize(pixels)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fcos_lib predict --checkpoint PATH [--out DIR] IMAGE...``: one PNG per
+    image, with the detected boxes, in ``--out``."""
+    parser = argparse.ArgumentParser(prog="python -m fcos_lib predict",
+                                     description="Draw a checkpoint's boxes on image files.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train")
+    parser.add_argument("--out", default="predictions", help="folder for the PNGs")
+    parser.add_argument("--score-thresh", type=float, default=0.3,
+                        help="draw boxes scoring above this (default 0.3)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
+    args = parser.parse_args(argv)
+    missing = [p for p in [args.checkpoint, *args.images] if not Path(p).is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    from fcos_lib.env import pick_device
+    from fcos_lib.train import load_model
+    from fcos_lib.viz import draw_detections, png_bytes
+
+    device = pick_device(args.device)
+    model, config = load_model(args.checkpoint, device)
+    size, names = config["train"]["image_size"], list(config["class_names"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        loaded = [load_image(p, size) for p in args.images]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    images = torch.stack([normalized for _, normalized in loaded]).to(device)
+    predictions = model.predict(images, score_thresh=args.score_thresh)
+    for path, (pixels, _), pred in zip(args.images, loaded, predictions):
+        drawn = draw_detections(pixels, {k: v.cpu() for k, v in pred.items()}, class_names=names)
+        target = out / f"{Path(path).stem}_boxes.png"
+        target.write_bytes(png_bytes(drawn))
+        print(f"{path}: {len(pred['boxes'])} boxes -> {target}")
+    return 0

@@ -1,0 +1,90 @@
+"""``python -m fcos_lib train``: train a preset from the shell, resumable, under torchrun too.
+
+Examples::
+
+    python -m fcos_lib train --preset shapes --out runs/shapes
+    python -m fcos_lib train --out runs/shapes --resume             # after Ctrl-C or a crash
+    python -m fcos_lib train --preset shapes --out runs/s2 --steps 300 --set lr=0.02 \
+        --set model.fpn_channels=32
+    torchrun --nproc_per_node=2 -m fcos_lib train --preset voc2007-tiny --out runs/voc
+
+Exit status: 0 done, 1 the run stopped on an error (message on stderr), 130 interrupted
+(a checkpoint of the last finished step was saved).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fcos_lib.checkpoint import CheckpointError, load_checkpoint
+from fcos_lib.train import PRESETS, NonFiniteLossError, TrainConfig, get_preset, read_metrics, train
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run the command line asks for: the checkpoint's own config when resuming, else
+    the preset; then ``--steps`` and every ``--set KEY=VALUE`` on top."""
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set lr=0.005")
+        if key.startswith("model."):
+            overrides.setdefault("model", {})[key[6:]] = _parse_value(value)
+        else:
+            overrides[key] = _parse_value(value)
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    checkpoint = Path(args.out) / "checkpoint.pt"
+    if args.resume and checkpoint.exists():
+        saved = load_checkpoint(checkpoint)["config"]["train"]
+        saved["model"] = {**saved["model"], **overrides.pop("model", {})}
+        return TrainConfig(**{**saved, **overrides, "out": str(args.out)})
+    return get_preset(args.preset, out=str(args.out), **overrides)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``python -m fcos_lib train``: train a preset, resumable; 0 on success."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fcos_lib train",
+        description="Train an FCOS preset. Under torchrun, every process trains its share "
+                    "of each batch (DistributedDataParallel); rank 0 logs and checkpoints.")
+    parser.add_argument("--preset", default="shapes", choices=sorted(PRESETS))
+    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (its own settings) if there is one")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a TrainConfig field (model.NAME for FCOS arguments)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    except (NonFiniteLossError, CheckpointError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone reports
+        records = read_metrics(cfg.out)
+        maps = [r["map50"] for r in records if "map50" in r]
+        losses = [r for r in records if "total" in r]
+        summary = f"checkpoint: {path}"
+        if losses:
+            summary += (f"\nstep {losses[-1]['step']}: loss {losses[-1]['total']:.3f}, "
+                        f"{losses[-1]['train_seconds']:.0f} s of training")
+        if maps:
+            summary += f", mAP@0.5 {maps[-1]:.3f}"
+        print(summary)
+    return 0

@@ -1,0 +1,197 @@
+"""detect() against torchvision's FCOS post-processing, and the predict command line.
+
+torchvision's FCOS with random weights, its classification bias raised so that many
+candidates pass the score threshold: its backbone, head and anchors give raw outputs, which
+are turned into fcos_lib's outputs dict (locations = anchor centres, i * stride). Configured
+alike, ``detect`` must return torchvision's detections: same boxes (1e-4), scores, labels,
+order.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models.detection import fcos_resnet50_fpn
+
+from fcos_lib.inference import detect
+
+NUM_CLASSES = 6
+TV_SETTINGS = dict(score_thresh=0.2, nms_thresh=0.6, topk_candidates=1000,
+                   detections_per_img=100)
+
+
+def torchvision_fcos(height: int, width: int, seed: int = 0) -> torch.nn.Module:
+    """A random torchvision FCOS that detects plenty, with an identity image transform."""
+    torch.manual_seed(seed)
+    model = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+                              min_size=height, max_size=width, image_mean=[0.0, 0.0, 0.0],
+                              image_std=[1.0, 1.0, 1.0], **TV_SETTINGS)
+    with torch.no_grad():  # logits near 0 instead of -4.6: probabilities around one half
+        model.head.classification_head.cls_logits.bias.fill_(0.0)
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        # boxes 1 to 6 strides wide, overlapping their neighbours: NMS has work to do
+        model.head.regression_head.bbox_reg.bias.uniform_(0.5, 3.0)
+    return model.eval()
+
+
+def torchvision_outputs(model, images):
+    """tv's head outputs on ``images`` and the same outputs as fcos_lib's dict."""
+    features = list(model.backbone(images).values())
+    head = model.head(features)
+    counts = [f.shape[-2] * f.shape[-1] for f in features]
+    from torchvision.models.detection.image_list import ImageList
+
+    image_list = ImageList(images, [tuple(images.shape[-2:])] * len(images))
+    anchors = model.anchor_generator(image_list, features)
+    split = {k: list(v.split(counts, dim=1)) for k, v in head.items()}
+    level_anchors = anchors[0].split(counts)
+    ours = {"cls_logits": split["cls_logits"], "box_deltas": split["bbox_regression"],
+            "centerness": [c[..., 0] for c in split["bbox_ctrness"]],
+            "locations": [(a[:, :2] + a[:, 2:]) / 2 for a in level_anchors],
+            "strides": [int(a[0, 2] - a[0, 0]) for a in level_anchors]}
+    split_anchors = [list(a.split(counts)) for a in anchors]
+    return split, split_anchors, ours
+
+
+def assert_same_detections(mine, theirs):
+    assert len(mine) == len(theirs)
+    for m, t in zip(mine, theirs):
+        assert len(t["boxes"]) > 0
+        torch.testing.assert_close(m["boxes"], t["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(m["scores"], t["scores"], atol=1e-6, rtol=0)
+        assert torch.equal(m["labels"], t["labels"])
+
+
+@pytest.fixture(scope="module")
+def tv_case():
+    height, width = 160, 224  # not square: catches (H, W) mixed up in the clipping
+    model = torchvision_fcos(height, width)
+    images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        head, anchors, ours = torchvision_outputs(model, images)
+        expected = model.postprocess_detections(head, anchors, [(height, width)] * 2)
+    return model, images, ours, expected
+
+
+def test_detect_equals_torchvision_postprocess(tv_case):
+    _, images, ours, expected = tv_case
+    mine = detect(ours, tuple(images.shape[-2:]), **TV_SETTINGS)
+    assert_same_detections(mine, expected)
+    assert len(expected[0]["boxes"]) == 100  # the cap was reached: the order mattered
+    boxes = torch.cat([t["boxes"] for t in expected])
+    # clipped at x = W > H: with H and W mixed up, these boxes would end at x = H instead
+    assert (boxes[:, 2] == images.shape[-1]).any() and (boxes[:, :2] == 0).any()
+    assert (boxes[:, 2:] - boxes[:, :2]).median() > 8  # real boxes, not points
+
+
+def test_detect_equals_torchvision_full_eval_forward(tv_case):
+    model, images, ours, _ = tv_case
+    with torch.no_grad():
+        expected = model(list(images))  # transform, backbone, head, post-processing, resize
+    assert_same_detections(detect(ours, tuple(images.shape[-2:]), **TV_SETTINGS), expected)
+
+
+def test_detect_with_few_candidates_equals_torchvision(tv_case):
+    # a high threshold: few candidates, NMS takes torchvision's other code path
+    model, images, ours, _ = tv_case
+    head, anchors, _ = torchvision_outputs(model, images)
+    model.score_thresh = 0.55
+    try:
+        with torch.no_grad():
+            expected = model.postprocess_detections(head, anchors, [tuple(images.shape[-2:])] * 2)
+    finally:
+        model.score_thresh = TV_SETTINGS["score_thresh"]
+    settings = TV_SETTINGS | {"score_thresh": 0.55}
+    mine = detect(ours, tuple(images.shape[-2:]), **settings)
+    assert sum(len(t["boxes"]) for t in expected) < 500
+    assert_same_detections(mine, expected)
+
+
+def test_detect_options_and_batch_independence(tv_case):
+    _, images, ours, _ = tv_case
+    both = detect(ours, tuple(images.shape[-2:]), score_thresh=0.3, detections_per_img=7)
+    assert [len(d["boxes"]) for d in both] == [7, 7]
+    # image 1 alone gives the same boxes as in the batch
+    single = {k: [v[1:2] for v in ours[k]] if k in ("cls_logits", "box_deltas", "centerness")
+              else ours[k] for k in ours}
+    alone = detect(single, tuple(images.shape[-2:]), score_thresh=0.3, detections_per_img=7)
+    torch.testing.assert_close(alone[0]["boxes"], both[1]["boxes"])
+    # without centerness the scores are the class probabilities themselves
+    plain = detect(ours, tuple(images.shape[-2:]), score_thresh=0.3, centerness_in_score=False)
+    probs = torch.cat([torch.sigmoid(c[0]).flatten() for c in ours["cls_logits"]])
+    assert torch.isin(plain[0]["scores"], probs).all()
+    assert (plain[0]["scores"][:-1] >= plain[0]["scores"][1:]).all()
+    # nothing above the threshold: empty results of the right shapes
+    empty = detect(ours, tuple(images.shape[-2:]), score_thresh=1.0)
+    assert [tuple(d["boxes"].shape) for d in empty] == [(0, 4), (0, 4)]
+    with pytest.raises(ValueError, match="outputs lack"):
+        detect({"cls_logits": []}, (8, 8))
+
+
+def test_model_predict_equals_torchvision_eval_forward():
+    # fcos_lib's own FCOS with torchvision's weights (FCOS.from_torchvision), end to end
+    from fcos_lib.model import FCOS
+
+    model = torchvision_fcos(128, 256, seed=2)  # sizes divisible by 128: the same P7 grid
+    ours = FCOS.from_torchvision(model)
+    images = torch.rand(2, 3, 128, 256, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(list(images))
+    assert_same_detections(ours.predict(images, **TV_SETTINGS), expected)
+
+
+# ------------------------------------------------------------------ command line
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained tiny model saved as train() saves it (64-pixel shapes)."""
+    from dataclasses import asdict
+
+    from fcos_lib.checkpoint import save_checkpoint
+    from fcos_lib.data import SHAPE_CLASSES
+    from fcos_lib.model import FCOS
+    from fcos_lib.train import get_preset
+
+    torch.manual_seed(0)
+    model = FCOS(len(SHAPE_CLASSES))
+    path = tmp_path_factory.mktemp("run") / "checkpoint.pt"
+    config = {"train": asdict(get_preset("shapes", image_size=64)), "model": model.config,
+              "class_names": list(SHAPE_CLASSES)}
+    save_checkpoint({"model": model.state_dict(), "step": 0, "config": config}, path)
+    return path
+
+
+def test_predict_command_draws_boxes_on_image_files(checkpoint, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from fcos_lib.__main__ import main
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--score-thresh", "0.0", str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]) == 0
+    for name in ("a", "b"):
+        drawn = np.asarray(Image.open(out / f"{name}_boxes.png"))
+        assert drawn.shape == (64, 64, 3)  # shorter side to 64, centre crop, as the dataset
+    from fcos_lib.inference import load_image
+
+    pixels, _ = load_image(tmp_path / "b.png", 64)
+    drawn = torch.from_numpy(np.asarray(Image.open(out / "b_boxes.png")).copy()).permute(2, 0, 1)
+    assert (drawn != pixels).any()  # boxes were drawn (score 0: all 100 of them)
+    assert "100 boxes" in capsys.readouterr().out
+
+
+def test_predict_command_names_missing_and_unreadable_files(checkpoint, tmp_path, capsys):
+    from fcos_lib.inference import main
+
+    assert main(["--checkpoint", str(checkpoint), str(tmp_path / "missing.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "missing.jpg" in err
+    (tmp_path / "notes.jpg").write_text("not an image")
+    assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path),
+                 str(tmp_path / "notes.jpg")]) == 2
+    assert "notes.jpg: not an image" in capsys.readouterr().err

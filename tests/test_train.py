@@ -1,0 +1,276 @@
+"""Training: schedule, checkpoints, sampler, decoded cache, and the loop itself (overfitting,
+exact resume, Ctrl-C, a non-finite loss, two processes with gloo).
+
+The loop tests train the real model on the real shapes dataset at a tiny size (64 px, a few
+steps), so that every one takes seconds on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fcos_lib.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
+                                 set_rng_state)
+from fcos_lib.data.cache import DecodedCache
+from fcos_lib.distributed import StepBatchSampler
+from fcos_lib.optim import lr_factor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def test_lr_schedule_warmup_then_steps():
+    cfg = SimpleNamespace(steps=100, warmup_steps=10, warmup_factor=0.001, schedule="step",
+                          milestones=(0.6, 0.9), gamma=0.1)
+    factors = [lr_factor(s, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.001)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:11]))  # rising during warm-up
+    assert factors[10:60] == [1.0] * 50
+    assert factors[60:90] == pytest.approx([0.1] * 30)
+    assert factors[90:] == pytest.approx([0.01] * 10)
+    cosine = SimpleNamespace(**{**vars(cfg), "schedule": "cosine", "warmup_steps": 0})
+    assert lr_factor(0, cosine) == 1.0 and lr_factor(50, cosine) == pytest.approx(0.5)
+    assert lr_factor(100, cosine) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_checkpoint_is_atomic_and_restores_random_states(tmp_path):
+    path = tmp_path / "run" / "checkpoint.pt"
+    torch.manual_seed(3)
+    state = {"model": {"w": torch.arange(4.0)}, "step": 7, "config": {"lr": 0.1},
+             "rng": rng_state()}
+    expected = torch.rand(3)  # what follows the saved random state
+    save_checkpoint(state, path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]  # no temp left
+    loaded = load_checkpoint(path)
+    set_rng_state(loaded["rng"])
+    assert torch.equal(torch.rand(3), expected)
+    assert loaded["step"] == 7 and torch.equal(loaded["model"]["w"], torch.arange(4.0))
+    # A crash while writing leaves a temporary file and the previous checkpoint intact.
+    (path.parent / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
+    assert load_checkpoint(path)["step"] == 7
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an fcos_lib training checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def test_sampler_resumes_mid_epoch_and_shards_processes():
+    full = take(iter(StepBatchSampler(10, 3, seed=1)), 9)  # 3 batches an epoch, 3 epochs
+    assert take(iter(StepBatchSampler(10, 3, seed=1, start_step=4)), 5) == full[4:]
+    epoch = [i for batch in full[:3] for i in batch]
+    assert len(set(epoch)) == 9  # no repeats within an epoch
+    assert full[:3] != full[3:6]  # reshuffled every epoch
+    ranks = [take(iter(StepBatchSampler(10, 2, seed=1, rank=r, world_size=2)), 2)
+             for r in range(2)]
+    seen = [i for r in ranks for batch in r for i in batch]
+    assert len(seen) == len(set(seen)) == 8  # the two processes never share an image
+    with pytest.raises(ValueError, match="cannot fill a batch"):
+        StepBatchSampler(3, 4, seed=0)
+
+
+class CountingDataset:
+    """A two-stage dataset (``load`` slow, ``finish`` fast) that counts its loads."""
+
+    class_names = ["a"]
+
+    def __init__(self, n=6, cache_key="counting-6"):
+        self.n, self.loads, self.cache_key = n, 0, cache_key
+
+    def __len__(self):
+        return self.n
+
+    def load(self, i):
+        self.loads += 1
+        image = torch.full((3, 4 + i, 5), i, dtype=torch.uint8)  # sizes may differ
+        return image, {"boxes": torch.tensor([[0.0, 0, i + 1, 2]]), "labels": torch.tensor([0])}
+
+    def finish(self, image, target):
+        target["boxes"] += 0  # finish may change the target in place
+        return image.float() / 255, target
+
+    def __getitem__(self, i):
+        return self.finish(*self.load(i))
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_decoded_cache_matches_dataset_and_decodes_once(tmp_path, on_disk):
+    data = CountingDataset()
+    cache = DecodedCache(data, tmp_path if on_disk else None, num_workers=0, progress=False)
+    assert data.loads == 6 and len(cache) == 6 and cache.class_names == ["a"]
+    for i in (0, 5, 5, 2):
+        image, target = cache[i]
+        expect_image, expect_target = data.finish(*CountingDataset().load(i))
+        assert torch.equal(image, expect_image)
+        assert torch.equal(target["boxes"], expect_target["boxes"])
+    assert data.loads == 6  # served from the cache, never decoded again
+    if on_disk:
+        again = CountingDataset()
+        reread = DecodedCache(again, tmp_path, progress=False)
+        assert again.loads == 0 and torch.equal(reread[3][0], cache[3][0])
+        assert not list(tmp_path.glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ the loop, for real
+
+TINY_RUN = dict(image_size=64, batch_size=4, steps=12, warmup_steps=2, log_every=1,
+                checkpoint_every=4, eval_every=0, eval_images=8, lr=0.01, device="cpu",
+                dataset_kwargs={"length": 16})
+
+
+def tiny_config(out, **overrides):
+    from fcos_lib.train import get_preset
+
+    return get_preset("shapes", out=str(out), **{**TINY_RUN, **overrides})
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_loss_goes_down_on_a_fixed_batch():
+    from fcos_lib.data import ShapesDataset, collate
+    from fcos_lib.model import FCOS
+
+    torch.manual_seed(0)
+    data = ShapesDataset("train", image_size=64, length=4)
+    images, targets = collate([data[i] for i in range(4)])
+    model = FCOS(num_classes=len(data.class_names), backbone="tiny").train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    totals = []
+    for _ in range(40):
+        losses = model(images, targets)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        totals.append(losses["total"].item())
+    assert totals[-1] < 0.5 * totals[0], totals
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    from fcos_lib.train import read_metrics, train
+
+    straight = train(tiny_config(tmp_path / "straight"), progress=False)
+
+    def interrupt(record):
+        if record.get("step") == 6:
+            raise KeyboardInterrupt
+
+    cfg = tiny_config(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_log=interrupt, progress=False)
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 6
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, progress=False)  # never silently overwritten
+    resumed = train(cfg, resume=True, progress=False)
+    assert load_checkpoint(resumed)["step"] == 12
+    assert_same_weights(weights(straight), weights(resumed))
+    steps = [r["step"] for r in read_metrics(tmp_path / "stopped") if "total" in r]
+    assert steps == list(range(1, 13))  # no line lost or repeated across the stop
+    assert (tmp_path / "stopped" / "loss_curve.png").stat().st_size > 0
+
+
+def cli(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, "-m", "fcos_lib", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def cli_settings(out, steps=12):
+    sets = [f"{k}={v!r}" for k, v in TINY_RUN.items() if k != "steps"]
+    return ["train", "--out", str(out), "--steps", str(steps), "--no-progress",
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fcos_lib", *cli_settings(out, steps=400)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    checkpoint = out / "checkpoint.pt"
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 120:
+            if checkpoint.exists() and load_checkpoint(checkpoint)["step"] >= 8:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run wrote no checkpoint of step 8 in time")
+    finally:
+        proc.kill()  # SIGKILL: no chance to clean up
+        proc.wait()
+    stopped_at = load_checkpoint(checkpoint)["step"]  # readable, never half written
+    assert stopped_at >= 8 and stopped_at % 4 == 0
+    done = cli("train", "--out", str(out), "--resume",
+               "--steps", str(stopped_at + 4), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(checkpoint)["step"] == stopped_at + 4
+    assert f"step {stopped_at + 4}" in done.stdout
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    from fcos_lib.model import FCOS
+    from fcos_lib.train import NonFiniteLossError, train
+
+    forward, calls = FCOS.forward, []
+
+    def poisoned(self, images, targets=None):
+        out = forward(self, images, targets)
+        if targets is not None:
+            calls.append(1)
+            if len(calls) == 7:  # step 7 goes wrong, after the checkpoint of step 4
+                out = {k: v * float("nan") for k, v in out.items()}
+        return out
+
+    monkeypatch.setattr(FCOS, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"step 7 .*checkpoint.*step 4"):
+        train(tiny_config(tmp_path / "nan"), progress=False)
+    state = load_checkpoint(tmp_path / "nan" / "checkpoint.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_two_processes_with_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "-m", "fcos_lib"]
+    done = subprocess.run([*torchrun, *cli_settings(out, steps=6)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("checkpoint:") == 1  # rank 0 alone reports
+    from fcos_lib.train import load_model
+
+    model, config = load_model(out / "checkpoint.pt")
+    assert config["step"] == 6 and config["class_names"]
+    assert config["train"]["batch_size"] == 4  # 2 images on each of the 2 processes
+    (detections,) = model.predict(torch.zeros(1, 3, 64, 64))
+    assert set(detections) == {"boxes", "scores", "labels"}

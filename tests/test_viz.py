@@ -1,0 +1,213 @@
+"""Drawing: pixels change where (and only where) boxes and points were drawn; the viewer,
+built headless, draws what its controls ask for."""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcos_lib.data import normalize
+from fcos_lib.evaluate import mean_average_precision
+from fcos_lib.targets import assign_targets, default_size_ranges
+from fcos_lib.viz import (GT_COLOR, LOCATION_COLOR, box_viewer, class_colors, draw_detections, level_overlays,
+                          plot_detections_grid, plot_loss_curves, plot_pr_curves, render_view,
+                          to_pixels)
+
+NAMES = ["circle", "square", "triangle"]
+GRAY = 60
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def gray_image(size: int = 64) -> torch.Tensor:
+    return torch.full((3, size, size), GRAY, dtype=torch.uint8)
+
+
+def sample():
+    target = {"boxes": torch.tensor([[4.0, 4, 28, 28], [36, 8, 60, 56]]),
+              "labels": torch.tensor([0, 2])}
+    prediction = {"boxes": torch.tensor([[6.0, 6, 30, 30], [40, 10, 58, 54], [10, 40, 20, 60]]),
+                  "scores": torch.tensor([0.9, 0.6, 0.2]), "labels": torch.tensor([0, 2, 1])}
+    return target, prediction
+
+
+def color_at(pixels: torch.Tensor, x: int, y: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in pixels[:, y, x])
+
+
+def test_class_colors_are_distinct():
+    for n in (3, 15, 30):
+        colors = class_colors(n)
+        assert len(colors) == n == len(set(colors))
+
+
+def test_to_pixels_undoes_normalization_and_scales():
+    pixels = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    back = to_pixels(normalize(pixels))
+    assert (back.int() - pixels.int()).abs().max() <= 1
+    big = to_pixels(pixels, scale=3)
+    assert big.shape == (3, 24, 24) and torch.equal(big[:, ::3, ::3], pixels)
+
+
+def test_draw_detections_draws_boxes_in_class_colours_and_filters():
+    target, prediction = sample()
+    image = gray_image()
+    drawn = draw_detections(image, prediction, target, class_names=NAMES, score_thresh=0.5)
+    colors = class_colors(len(NAMES))
+    assert color_at(drawn, 6, 20) == colors[0]        # left side of prediction 0
+    assert color_at(drawn, 58, 30) == colors[2]       # right side of prediction 1
+    assert color_at(drawn, 28, 20) == GT_COLOR        # right side of ground-truth box 0
+    assert color_at(drawn, 18, 20) == (GRAY,) * 3     # inside a box: untouched
+    assert color_at(drawn, 10, 50) == (GRAY,) * 3     # prediction 2 scores 0.2 < 0.5
+    low = draw_detections(image, prediction, None, score_thresh=0.1)
+    assert color_at(low, 10, 50) == colors[1]
+    only_2 = draw_detections(image, prediction, target, classes=[2], class_names=NAMES)
+    assert color_at(only_2, 6, 20) == (GRAY,) * 3 and color_at(only_2, 58, 30) == colors[2]
+    assert color_at(only_2, 28, 20) == (GRAY,) * 3  # ground truth of class 0 hidden too
+    nothing = draw_detections(image, None, None)
+    assert torch.equal(nothing, image)
+
+
+def test_level_overlays_match_assign_targets():
+    target, _ = sample()
+    overlays = level_overlays(target, (64, 64), [8, 16, 32])
+    assert [len(o["locations"]) for o in overlays] == [64, 16, 4]
+    from fcos_lib.model import level_locations
+
+    locations = [level_locations(64 // s, 64 // s, s, 0.5) for s in (8, 16, 32)]
+    matched = assign_targets(target["boxes"][None], target["labels"][None], locations,
+                             [8, 16, 32], default_size_ranges([8, 16, 32]))[0]
+    positive = torch.cat([o["positive"] for o in overlays])
+    assert torch.equal(positive, matched >= 0) and positive.sum() > 0
+    centerness = torch.cat([o["centerness"] for o in overlays])
+    assert (centerness[positive] > 0).all() and (centerness[positive] <= 1).all()
+    assert (centerness[~positive] == 0).all()
+    # location (20, 20) in box 0 = (4, 4, 28, 28): l = t = 16, r = b = 8: sqrt(1/2 * 1/2)
+    p3 = overlays[0]
+    at = ((p3["locations"] - torch.tensor([20.0, 20.0])).abs().sum(1) == 0).nonzero()[0, 0]
+    assert p3["positive"][at] and p3["centerness"][at] == pytest.approx(0.5)
+
+
+def test_render_view_overlays_positive_locations():
+    target, prediction = sample()
+    overlays = level_overlays(target, (64, 64), [8, 16, 32])
+    common = dict(score_thresh=0.5, classes=[0, 1, 2], class_names=NAMES)
+    plain = render_view(gray_image(), target, prediction, show_gt=False, **common)
+    assert torch.equal(plain, draw_detections(gray_image(), prediction, None, **common))
+    dots = render_view(gray_image(), target, None, show_gt=False, level=0,
+                       level_overlay=overlays, **common)
+    p3 = overlays[0]
+    viridis = matplotlib.colormaps["viridis"]
+    for (x, y), pos, ctr in zip(p3["locations"].long().tolist(), p3["positive"].tolist(),
+                                p3["centerness"].tolist()):
+        if pos:  # a 3x3 square in the colour of its centerness
+            color = tuple(int(round(255 * v)) for v in viridis(ctr)[:3])
+            assert all(color_at(dots, x + dx, y + dy) == color
+                       for dx in (-1, 0, 1) for dy in (-1, 0, 1))
+        else:    # a magenta dot
+            assert color_at(dots, x, y) == LOCATION_COLOR
+            assert color_at(dots, x + 1, y) == (GRAY,) * 3
+    assert (dots != GRAY).any(dim=0).sum() == 9 * int(p3["positive"].sum()) + int(
+        (~p3["positive"]).sum())
+    # boxes are drawn over the dots
+    view = render_view(gray_image(), target, prediction, show_gt=True, level=0,
+                       level_overlay=overlays, **common)
+    assert torch.equal(view, draw_detections(dots, prediction, target, **common))
+    # enlarged: the boxes grow with the picture
+    big = render_view(gray_image(), target, prediction, show_gt=True, scale=3, **common)
+    assert torch.equal(big, draw_detections(gray_image(), prediction, target, scale=3, **common))
+    with pytest.raises(ValueError, match="level_overlay"):
+        render_view(gray_image(), target, prediction, show_gt=True, level=1, **common)
+
+
+def test_plot_detections_grid_shows_every_image():
+    target, prediction = sample()
+    images = normalize(torch.stack([gray_image(), gray_image()]))
+    fig = plot_detections_grid(images, [prediction, prediction], [target, target],
+                               class_names=NAMES)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2
+    assert shown[0].images[0].get_array().shape == (128, 128, 3)  # scale 2
+
+
+def test_plot_pr_curves_and_loss_curves():
+    target, prediction = sample()
+    result = mean_average_precision([prediction], [target])
+    fig = plot_pr_curves(result, NAMES)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [f"circle: AP {result['per_class'][0]:.3f}",
+                      f"triangle: AP {result['per_class'][2]:.3f}"]
+    records = [{"step": s, "lr": 0.01, "classification": 1.0 / s, "bbox_regression": 0.5,
+                "bbox_ctrness": 0.6, "total": 2.1, "steps_per_s": 3.0, "train_seconds": s}
+               for s in range(1, 6)] + [{"step": 5, "map50": 0.4}]
+    fig = plot_loss_curves(records)
+    loss_ax, map_ax = fig.axes
+    assert len(loss_ax.lines) == 4
+    np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), [1.0 / s for s in range(1, 6)])
+    np.testing.assert_allclose(map_ax.lines[0].get_ydata(), [0.4])
+
+
+def test_viewer_controls_redraw_what_they_ask_for():
+    target, prediction = sample()
+    other = {"boxes": torch.tensor([[8.0, 8, 56, 56]]), "labels": torch.tensor([1])}
+    images = normalize(torch.stack([gray_image(), gray_image() + 40]))
+    viewer = box_viewer(images, [target, other], [prediction, prediction], NAMES, scale=2,
+                        strides=[8, 16, 32])
+
+    def expected(i, **kw):
+        args = dict(score_thresh=viewer.score.value, classes=list(viewer.classes.value),
+                    show_gt=viewer.show_gt.value, class_names=NAMES, scale=2) | kw
+        return render_view(images[i], [target, other][i], prediction, **args)
+
+    def shown():
+        png = np.array(Image.open(io.BytesIO(viewer.image.value)))
+        png = torch.from_numpy(png).permute(2, 0, 1)
+        assert torch.equal(png, viewer.last_view)
+        return viewer.last_view
+
+    assert torch.equal(shown(), expected(0))
+    viewer.score.value = 0.1
+    assert torch.equal(shown(), expected(0)) and "3 predicted boxes" in viewer.info.value
+    viewer.classes.value = (2,)
+    assert torch.equal(shown(), expected(0, classes=[2]))
+    viewer.show_gt.value = False
+    assert torch.equal(shown(), expected(0, show_gt=False))
+    viewer.index_text.value = 1  # typing a number moves the slider and redraws
+    assert viewer.index.value == 1 and torch.equal(shown(), expected(1))
+    viewer.level.value = 0
+    overlay = level_overlays(other, (64, 64), [8, 16, 32])
+    assert torch.equal(shown(), expected(1, level=0, level_overlay=overlay))
+    assert f"{int(overlay[0]['positive'].sum())} positive locations" in viewer.info.value
+    viewer.index.value = 0
+    assert viewer.index_text.value == 0
+    assert not torch.equal(shown(), expected(1, level=0, level_overlay=overlay))
+
+
+def test_viewer_rejects_mismatched_inputs():
+    target, prediction = sample()
+    with pytest.raises(ValueError, match="one of each per image"):
+        box_viewer(torch.zeros(2, 3, 8, 8), [target], None, NAMES)
+
+
+def test_overlay_settings_come_from_the_model():
+    from fcos_lib.model import FCOS
+    from fcos_lib.viz import overlay_settings
+
+    model = FCOS(3, location_offset=0.0, center_sampling_radius=1.5)
+    assert overlay_settings(model) == {"strides": [8, 16, 32], "location_offset": 0.0,
+                                       "size_ranges": None, "center_sampling_radius": 1.5}
+    target, prediction = sample()
+    images = normalize(gray_image())[None]
+    viewer = box_viewer(images, [target], [prediction], NAMES, model=model)
+    viewer.level.value = 1
+    expected = level_overlays(target, (64, 64), [8, 16, 32], 0.0, None, 1.5)
+    assert f"{int(expected[1]['positive'].sum())} positive locations" in viewer.info.value
