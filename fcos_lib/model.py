@@ -131,7 +131,7 @@ class FCOS(nn.Module):
 
     def check_images(self, images: Tensor) -> None:
         """Raise a ValueError naming the fix when ``images`` is not a (B, 3, H, W) float batch
-        with H and W divisible by the largest stride."""
+        with H and W divisible by 32 (or by the largest stride, when it is smaller)."""
         if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"images must be a (B, 3, H, W) tensor, got {shape}; batch single "
@@ -139,7 +139,9 @@ class FCOS(nn.Module):
         if not images.is_floating_point():
             raise ValueError(f"images must be float (normalized with ImageNet mean and std), "
                              f"got {images.dtype}")
-        step = self.strides[-1]
+        # C3-C5 and the pyramid's merges need whole cells of the backbone's stride 32; P6
+        # and P7 (strided convs) round up, their points at (i + offset) * stride as usual.
+        step = min(self.strides[-1], 32)
         height, width = images.shape[-2:]
         if height % step or width % step:
             raise ValueError(
@@ -160,7 +162,7 @@ class FCOS(nn.Module):
         """Raw outputs, or the losses when ``targets`` are given.
 
         Args:
-            images: (B, 3, H, W) float32, normalized; H and W divisible by the largest stride.
+            images: (B, 3, H, W) float32, normalized; H and W divisible by 32.
             targets: optional, B dicts with ``boxes`` (N_i, 4) xyxy pixels, ``labels`` (N_i,).
 
         Returns:
@@ -229,30 +231,57 @@ class FCOS(nn.Module):
     def from_torchvision(cls, tv_model: nn.Module) -> FCOS:
         """fcos_lib's own modules, configured like a torchvision FCOS, with its weights.
 
-        Works for ``torchvision.models.detection.fcos_resnet50_fpn`` (COCO weights or random):
-        ResNet-50 (FrozenBatchNorm2d when torchvision froze it), P3-P7 with P6 from P5,
-        4-conv GroupNorm stems, ReLU boxes, points at i * stride, GIoU, center sampling 1.5.
-        The state dict is renamed key by key and loaded strictly: every weight must find its
-        place. torchvision's image transform (resize, normalize) is not part of the result:
-        feed normalized images of a size divisible by 128.
+        Works for ``torchvision.models.detection.fcos_resnet50_fpn`` (COCO weights or random)
+        and for an FCOS built in torchvision on a ``BackboneWithFPN`` whose body is a
+        ResNet-18/50 (``conv1`` ... ``layer4``) or RegNetX-400MF (``stem``, ``block1`` ...
+        ``block4``), with P3-P5 or P3-P7 (``LastLevelP6P7``, from P5 or from C5). Read from
+        the model: the backbone, FrozenBatchNorm2d and frozen stages, the pyramid's width and
+        levels, the head's stem depth; fixed as torchvision does them: ReLU boxes, points at
+        i * stride, GroupNorm stems, GIoU, center sampling 1.5. The state dict is renamed key
+        by key and loaded strictly: every weight must find its place. torchvision's image
+        transform (resize, normalize) is not part of the result: feed normalized images of a
+        size divisible by the largest stride.
         """
         from torchvision.ops import FrozenBatchNorm2d
+        from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-        head = tv_model.head
-        num_classes = head.classification_head.num_classes
-        frozen_bn = isinstance(tv_model.backbone.body.bn1, FrozenBatchNorm2d)
-        trainable = {name for name, p in tv_model.backbone.body.named_parameters()
-                     if p.requires_grad}
-        stages = ["conv1", "layer1", "layer2", "layer3", "layer4"]
-        frozen = next((i for i, s in enumerate(stages)
-                       if any(n.startswith(s + ".") for n in trainable)), len(stages))
-        model = cls.from_preset("torchvision", num_classes, freeze_bn=frozen_bn,
-                                frozen_stages=frozen,
-                                stem_convs=sum(isinstance(m, nn.Conv2d)
-                                               for m in head.classification_head.conv))
+        body, fpn, head = tv_model.backbone.body, tv_model.backbone.fpn, tv_model.head
+        backbone, stages = _torchvision_body(body)
+        extra = fpn.extra_blocks
+        if extra is not None and not isinstance(extra, LastLevelP6P7):
+            raise ValueError(f"from_torchvision: the FPN's extra block {type(extra).__name__} "
+                             "has no counterpart here (P6/P7 convs, LastLevelP6P7, are supported)")
+        trainable = {name for name, p in body.named_parameters() if p.requires_grad}
+        frozen = next((i for i, names in enumerate(stages)
+                       if any(n.startswith(f"{s}.") for s in names for n in trainable)),
+                      len(stages))
+        model = cls.from_preset(
+            "torchvision", head.classification_head.num_classes, backbone=backbone,
+            fpn_channels=fpn.layer_blocks[0][0].out_channels,
+            levels=(3, 4, 5, 6, 7) if extra is not None else (3, 4, 5),
+            p6_from="p5" if extra is None or extra.use_P5 else "c5",
+            freeze_bn=any(isinstance(m, FrozenBatchNorm2d) for m in body.modules()),
+            frozen_stages=frozen,
+            stem_convs=sum(isinstance(m, nn.Conv2d) for m in head.classification_head.conv))
         state = {torchvision_key(k): v for k, v in tv_model.state_dict().items()}
         model.load_state_dict(state, strict=True)
         return model
+
+
+def _torchvision_body(body: nn.Module) -> tuple[str, list[list[str]]]:
+    """The name of the backbone in a torchvision FCOS's body, and its five stages' modules."""
+    from torchvision.models.resnet import BasicBlock
+
+    names = {name for name, _ in body.named_children()}
+    if {"conv1", "layer4"} <= names:
+        basic = isinstance(body.layer1[0], BasicBlock)
+        if (basic, len(body.layer3)) in {(True, 2), (False, 6)}:
+            return ("resnet18" if basic else "resnet50",
+                    [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]])
+    if {"stem", "block4"} <= names and body.block4[0].proj[0].out_channels == 400:
+        return "regnet_x_400mf", [["stem"], ["block1"], ["block2"], ["block3"], ["block4"]]
+    raise ValueError(f"from_torchvision: a backbone body with parts {sorted(names)} is none of "
+                     "resnet18, resnet50, regnet_x_400mf (the ones fcos_lib builds)")
 
 
 # torchvision FCOS state-dict prefixes -> ours (longest first).

@@ -39,7 +39,8 @@ class TrainConfig:
 
     Data: ``dataset`` and ``image_size`` (pixels, square) go to ``fcos_lib.data.build_dataset``
     with ``dataset_kwargs``; ``cache`` is ``"memory"``, ``"disk"`` (in ``cache_dir``) or
-    ``"none"``. Model: ``FCOS`` keyword arguments in ``model``. Optimization: ``steps``
+    ``"none"``. Model: ``FCOS`` keyword arguments in ``model``, or a model ``preset``
+    name with overrides. Optimization: ``steps``
     optimizer steps of ``batch_size`` images (over all processes); ``optimizer`` ``"sgd"`` or
     ``"adamw"``; the learning rate rises linearly from ``lr * warmup_factor`` to ``lr`` over
     ``warmup_steps``, then ``schedule`` ``"step"`` multiplies it by ``gamma`` at each of the
@@ -84,23 +85,20 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-friendly: the tiny backbone on generated shapes (see `make demo`).
-    "shapes": dict(dataset="shapes", image_size=128, model=dict(backbone="tiny"),
+    "shapes": dict(dataset="shapes", image_size=128, model=dict(preset="tiny"),
                    steps=1500, batch_size=16, optimizer="sgd", lr=0.01, warmup_steps=100,
                    eval_every=500, eval_images=200, checkpoint_every=100),
     # EECS 498-007 A4: RegNetX-400MF (ImageNet weights), 224 px, batch 16, SGD lr 8e-3,
     # momentum 0.9, weight decay 1e-4, 9000 iterations, lr x0.1 at 60% and 90%.
     "voc2007-tiny": dict(dataset="voc2007-tiny", image_size=224, val_split="val",
-                         model=dict(backbone="regnet_x_400mf", pretrained=True, fpn_channels=64,
-                                    levels=(3, 4, 5), stem_convs=4),
+                         # the course's network (see fcos_lib.model.PRESETS["course"])
+                         model=dict(preset="course", pretrained=True),
                          steps=9000, batch_size=16, optimizer="sgd", lr=8e-3, warmup_steps=0,
                          milestones=(0.6, 0.9), num_workers=2, eval_every=1000,
                          checkpoint_every=250),
     # The paper's detector: ResNet-50, P3-P7, GIoU, center sampling, 1x schedule shape.
     "paper": dict(dataset="voc2007-tiny", image_size=512,
-                  model=dict(backbone="resnet50", pretrained=True, fpn_channels=256,
-                             levels=(3, 4, 5, 6, 7), stem_convs=4, norm="group",
-                             box_activation="exp", box_loss="giou",
-                             center_sampling_radius=1.5),
+                  model=dict(preset="paper", pretrained=True),
                   steps=18000, batch_size=16, optimizer="sgd", lr=0.01, warmup_steps=500,
                   warmup_factor=1 / 3, milestones=(2 / 3, 8 / 9), num_workers=4,
                   eval_every=2000, checkpoint_every=500),
@@ -146,10 +144,14 @@ def build_datasets(cfg: TrainConfig, splits: tuple[str, ...] = ("train", "val"),
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """``FCOS(num_classes, **cfg.model)``."""
+    """The model of ``cfg.model``: ``FCOS.from_preset(preset, num_classes, **rest)`` when it
+    names a ``preset`` (see ``fcos_lib.model.PRESETS``), else ``FCOS(num_classes, **cfg.model)``."""
     from fcos_lib.model import FCOS
 
-    return FCOS(num_classes=num_classes, **cfg.model)
+    args = dict(cfg.model)
+    if "preset" in args:
+        return FCOS.from_preset(args.pop("preset"), num_classes, **args)
+    return FCOS(num_classes=num_classes, **args)
 
 
 def load_model(path: str | Path, map_location: str | torch.device | None = None

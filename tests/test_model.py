@@ -129,10 +129,14 @@ def test_bad_images(images, message):
         FCOS(C)(images)
 
 
-def test_p7_needs_sizes_divisible_by_128():
-    model = FCOS(C, levels=(3, 4, 5, 6, 7))
-    with pytest.raises(ValueError, match="not divisible by 128, the stride of P7"):
-        model(torch.randn(1, 3, 128, 160))
+def test_p6_p7_round_up_on_sizes_not_divisible_by_128():
+    model = FCOS(C, levels=(3, 4, 5, 6, 7)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 160))
+    sizes = [(-(-224 // s), -(-160 // s)) for s in (8, 16, 32, 64, 128)]  # ceil division
+    assert [len(p) for p in out["locations"]] == [h * w for h, w in sizes]
+    assert out["locations"][4].tolist() == [[64.0, 64.0], [192.0, 64.0], [64.0, 192.0],
+                                            [192.0, 192.0]]  # xy, ((j, i) + 0.5) * 128
 
 
 def test_config_is_plain_and_rebuilds_the_model(tmp_path):
@@ -234,3 +238,64 @@ def test_paper_preset_offline_warns_and_keeps_a_consistent_config(monkeypatch):
     assert model.config["frozen_stages"] == 0
     assert all(p.requires_grad for p in model.parameters())
     FCOS(**{**model.config, "pretrained": False}).load_state_dict(model.state_dict())
+
+
+def torchvision_fcos_on(body_name: str, extra: str):
+    """An FCOS built in torchvision on a ResNet-18 or RegNetX-400MF body, random init."""
+    from collections import OrderedDict
+
+    from torchvision.models import regnet_x_400mf, resnet18
+    from torchvision.models.detection import FCOS as TorchvisionFCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    torch.manual_seed(0)
+    if body_name == "regnet_x_400mf":
+        net = regnet_x_400mf()
+        body = torch.nn.Sequential(OrderedDict([("stem", net.stem),
+                                                *net.trunk_output.named_children()]))
+        layers, channels = {"block2": "0", "block3": "1", "block4": "2"}, [64, 160, 400]
+    else:
+        net = resnet18()
+        body = torch.nn.Sequential(OrderedDict(
+            (n, getattr(net, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1",
+                                           "layer2", "layer3", "layer4")))
+        layers, channels = {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512]
+    blocks = {"p5": LastLevelP6P7(32, 32), "c5": LastLevelP6P7(channels[-1], 32)}
+    backbone = BackboneWithFPN(body, layers, channels, 32, extra_blocks=blocks[extra])
+    n = 5
+    anchors = AnchorGenerator(tuple((8 * 2 ** i,) for i in range(n)), ((1.0,),) * n)
+    model = TorchvisionFCOS(backbone, C, anchor_generator=anchors)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("body, extra", [("regnet_x_400mf", "p5"), ("resnet18", "c5")])
+def test_from_torchvision_reads_other_bodies_and_pyramids(body, extra):
+    tv = torchvision_fcos_on(body, extra)
+    ours = FCOS.from_torchvision(tv).eval()
+    assert ours.config["backbone"] == body
+    assert ours.config["levels"] == [3, 4, 5, 6, 7]
+    assert ours.config["fpn_channels"] == 32 and ours.config["p6_from"] == extra
+    images = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        theirs = tv.head(list(tv.backbone(images).values()))
+        mine = ours(images)
+    for key, tv_key in (("cls_logits", "cls_logits"), ("box_deltas", "bbox_regression")):
+        torch.testing.assert_close(torch.cat(mine[key], 1), theirs[tv_key], rtol=0, atol=1e-5)
+
+
+def test_from_torchvision_refuses_what_it_cannot_build():
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    tv = torchvision_fcos_on("resnet18", "p5")
+    tv.backbone.body.layer3 = torch.nn.Sequential(*tv.backbone.body.layer3, *tv.backbone.body.layer3)
+    with pytest.raises(ValueError, match="none of resnet18, resnet50, regnet_x_400mf"):
+        FCOS.from_torchvision(tv)
+    tv = torchvision_fcos_on("resnet18", "p5")
+    tv.backbone.fpn.extra_blocks = LastLevelMaxPool()
+    with pytest.raises(ValueError, match="LastLevelMaxPool has no counterpart"):
+        FCOS.from_torchvision(tv)

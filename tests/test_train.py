@@ -274,3 +274,30 @@ def test_two_processes_with_gloo(tmp_path):
     assert config["train"]["batch_size"] == 4  # 2 images on each of the 2 processes
     (detections,) = model.predict(torch.zeros(1, 3, 64, 64))
     assert set(detections) == {"boxes", "scores", "labels"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd (Linux)")
+def test_filling_a_cache_in_workers_leaks_no_file_descriptors():
+    from fcos_lib.data import ShapesDataset
+
+    def open_files():
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    data = ShapesDataset("val", image_size=64, length=200)
+    DecodedCache(data, num_workers=2, progress=False)  # the workers' own set-up
+    before = open_files()
+    caches = [DecodedCache(data, num_workers=2, progress=False) for _ in range(2)]
+    assert open_files() - before < 10, "samples received from workers kept their descriptors"
+    assert len(caches[1]) == 200
+
+
+@pytest.mark.parametrize("preset, network", [("shapes", "tiny"), ("voc2007-tiny", "course"),
+                                             ("paper", "paper")])
+def test_training_presets_build_the_model_presets(preset, network):
+    """A training preset's model is the model preset of the same name in fcos_lib.model."""
+    from fcos_lib.model import FCOS
+    from fcos_lib.train import build_model, get_preset
+
+    cfg = get_preset(preset, model={"pretrained": False})
+    model = build_model(cfg, num_classes=20)
+    assert model.config == FCOS.from_preset(network, 20).config

@@ -138,7 +138,9 @@ def _fill(dataset: TwoStageDataset, num_workers: int | None,
                             f"got {image.dtype} {tuple(image.shape)}")
         chunks.append(image.reshape(-1))
         shapes.append(image.shape)
-        targets.append(target)
+        # Copies in this process's memory: a tensor received from a worker holds a file
+        # descriptor for as long as it lives, and thousands of them exhaust the limit.
+        targets.append({k: v.clone() if isinstance(v, Tensor) else v for k, v in target.items()})
     sizes = torch.tensor([c.numel() for c in chunks], dtype=torch.int64)
     offsets = torch.cumsum(sizes, 0) - sizes
     pixels = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8)
