@@ -12,28 +12,15 @@ Run: ``python -m bench.bench_model``. Goals: ``"torchvision"`` within 10% of the
 """
 from __future__ import annotations
 
-import time
 
 import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 
+from bench import median_ms
 from fcos_lib.model import FCOS, PRESETS
 
 BATCH = 2
 SIZES = {"tiny": 128, "course": 224, "paper": 512, "torchvision": 512}
-
-
-def median_ms(fns: dict, repeats: int) -> dict:
-    """Median wall time of each function in ms, runs interleaved so that load hits all alike."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main() -> None:

@@ -12,12 +12,12 @@ Run: ``python -m bench.bench_targets``. Goal: fcos_lib at least 5x faster.
 """
 from __future__ import annotations
 
-import time
 
 import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 from torchvision.ops import sigmoid_focal_loss
 
+from bench import median_ms
 from fcos_lib.losses import fcos_loss
 from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
 
@@ -52,19 +52,6 @@ def make_inputs(height: int, width: int, seed: int = 0):
             "centerness": list(head["bbox_ctrness"][..., 0].split(counts, 1)),
             "locations": centres, "strides": STRIDES}
     return head, [anchors] * BATCH, counts, targets, ours
-
-
-def median_ms(fns: dict, repeats: int) -> dict:
-    """Median wall time of each function in ms, runs interleaved so that load hits all alike."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main() -> None:

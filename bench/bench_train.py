@@ -31,6 +31,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from bench import median_ms
 from fcos_lib.data import IMAGENET_MEAN, IMAGENET_STD
 from fcos_lib.model import FCOS
 
@@ -92,19 +93,6 @@ def network_fn(model: FCOS, inputs):
         model.zero_grad(set_to_none=True)
         total.backward()
     return run
-
-
-def median_ms(fns: dict, repeats: int) -> dict[str, float]:
-    """Median wall time in ms of each function, interleaved so that load hits all alike."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main(repeats: int = 7) -> None:
