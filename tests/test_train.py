@@ -301,3 +301,20 @@ def test_training_presets_build_the_model_presets(preset, network):
     cfg = get_preset(preset, model={"pretrained": False})
     model = build_model(cfg, num_classes=20)
     assert model.config == FCOS.from_preset(network, 20).config
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_run_and_stay_finite(tmp_path, amp):
+    """The CUDA recipes on the CPU: bfloat16 autocast, and float16 with the gradient scaler
+    (unscale before clipping, skipped steps on overflow)."""
+    from fcos_lib.optim import amp_dtype
+    from fcos_lib.train import read_metrics, train
+
+    assert amp_dtype("auto", torch.device("cpu")) is None  # the CPU default stays float32
+    path = train(tiny_config(tmp_path / amp, amp=amp, steps=4), progress=False)
+    state = load_checkpoint(path)
+    assert state["step"] == 4
+    assert bool(state["scaler"]) == (amp == "fp16")  # a scaler only where float16 needs one
+    losses = [r["total"] for r in read_metrics(tmp_path / amp) if "total" in r]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
