@@ -5,6 +5,8 @@ import importlib
 import pathlib
 import sys
 
+import torch
+
 
 def main(names: list[str]) -> int:
     here = pathlib.Path(__file__).parent
@@ -13,9 +15,11 @@ def main(names: list[str]) -> int:
     if not chosen:
         print(f"no benchmark matches {names}; there are: {', '.join(modules)}", file=sys.stderr)
         return 2
+    threads = torch.get_num_threads()
     for name in chosen:
         print(f"\n=== {name}", flush=True)
         importlib.import_module(f"bench.{name}").main()
+        torch.set_num_threads(threads)  # a bench that pins its threads does not pin the next
     return 0
 
 
