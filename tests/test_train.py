@@ -6,6 +6,7 @@ steps), so that every one takes seconds on a CPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -318,3 +319,25 @@ def test_mixed_precision_steps_run_and_stay_finite(tmp_path, amp):
     losses = [r["total"] for r in read_metrics(tmp_path / amp) if "total" in r]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path):
+    """The course's recipe end to end on a small VOC-format tree (RegNetX-400MF, random init:
+    no download here), its decoded images cached on disk and reused by the next run."""
+    from fcos_lib.train import get_preset, load_model, train
+    from tests.vocfake import make_voc_tree
+
+    make_voc_tree(tmp_path / "data")
+    cache = tmp_path / "cache"
+    cfg = get_preset("voc2007-tiny", out=str(tmp_path / "voc"), image_size=64, batch_size=2,
+                     steps=2, warmup_steps=0, num_workers=0, eval_images=2, device="cpu",
+                     model={"pretrained": False}, cache="disk", cache_dir=str(cache),
+                     dataset_kwargs={"root": str(tmp_path / "data")})
+    path = train(cfg, progress=False)
+    model, config = load_model(path)
+    assert config["model"]["backbone"] == "regnet_x_400mf" and len(config["class_names"]) == 20
+    assert sorted(p.suffix for p in cache.iterdir()) == [".pt", ".pt", ".u8", ".u8"]
+    # The same run again reads the cache from disk, and starts from the same weights.
+    again = train(dataclasses.replace(cfg, out=str(tmp_path / "again")), progress=False)
+    assert torch.equal(load_checkpoint(again)["model"]["head.cls_logits.weight"],
+                       load_checkpoint(path)["model"]["head.cls_logits.weight"])

@@ -127,8 +127,11 @@ def _fill(dataset: TwoStageDataset, num_workers: int | None,
     n = len(dataset)
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if n >= 64 else 0
+    # Its own generator: a loader draws a seed when it starts, and from the global RNG that
+    # would make a run's initial weights depend on whether its cache was already on disk.
     loader = DataLoader(_Loads(dataset), batch_size=None, num_workers=num_workers,
-                        prefetch_factor=8 if num_workers else None)
+                        prefetch_factor=8 if num_workers else None,
+                        generator=torch.Generator().manual_seed(0))
     chunks, shapes, targets = [], [], []
     bar = tqdm(loader, total=n, desc="decoding images once", unit="img",
                disable=not progress or n == 0, leave=False)
