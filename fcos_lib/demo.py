@@ -71,7 +71,7 @@ def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: st
     state = load_checkpoint(path)
     model, _ = load_model(path, where)
     (val_set,) = build_datasets(cfg, ("val",), progress=False)
-    result = evaluate_map(model, val_set, where)  # every validation image
+    result = evaluate_map(model, val_set)  # every validation image
     seconds = float(state.get("train_seconds", 0.0))
     metrics = {"map50": result["map50"], "target_map50": TARGET_MAP50,
                "reached_target": result["map50"] >= TARGET_MAP50,

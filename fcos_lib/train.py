@@ -175,23 +175,14 @@ def load_model(path: str | Path, map_location: str | torch.device | None = None
     return model.to(map_location or "cpu").eval(), {**config, "step": state["step"]}
 
 
-@torch.no_grad()
-def evaluate_map(model: nn.Module, dataset, device: torch.device, max_images: int | None = None,
+def evaluate_map(model: nn.Module, dataset, max_images: int | None = None,
                  batch_size: int = 16) -> dict[str, float]:
-    """mAP@0.5 (VOC area method) of ``model`` on the first ``max_images`` of ``dataset``."""
-    from fcos_lib.data import collate
+    """mAP@0.5 (VOC area method) of ``model`` (on its own device) on the first ``max_images``
+    of ``dataset``."""
     from fcos_lib.evaluate import mean_average_precision
+    from fcos_lib.inference import predict_dataset
 
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    was_training = model.training
-    model.eval()
-    predictions, targets = [], []
-    for start in range(0, n, batch_size):
-        images, batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-        predictions += [{k: v.cpu() for k, v in p.items()}
-                        for p in model.predict(images.to(device))]
-        targets += batch
-    model.train(was_training)
+    predictions, targets = predict_dataset(model, dataset, batch_size, max_images)
     result = mean_average_precision(predictions, targets, iou_threshold=0.5, method="area")
     return {"map50": float(result["map"])}
 
@@ -233,7 +224,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         from fcos_lib.data import collate
 
         def evaluate(net: nn.Module) -> dict[str, float]:
-            return evaluate_map(net, val_set, device, cfg.eval_images)
+            return evaluate_map(net, val_set, cfg.eval_images)
 
         trainer = Trainer(cfg, model, train_set, collate, evaluate, device, info,
                           list(train_set.class_names), on_log, progress)

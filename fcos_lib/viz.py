@@ -254,22 +254,39 @@ def plot_detections_grid(images: Tensor, predictions: Sequence[dict[str, Tensor]
     Returns:
         A matplotlib Figure.
     """
+    pictures, captions = [], []
+    for i, image in enumerate(images):
+        target = targets[i] if targets is not None else None
+        pictures.append(draw_detections(image, predictions[i], target, class_names=class_names,
+                                        score_thresh=score_thresh, scale=scale))
+        shown = int((predictions[i]["scores"] >= score_thresh).sum())
+        captions.append(titles[i] if titles else f"{shown} boxes >= {score_thresh:g}")
+    return plot_pictures(pictures, ncols=ncols, titles=captions)
+
+
+def plot_pictures(pictures: Sequence[Tensor], *, ncols: int = 4, size: float = 3.2,
+                  titles: Sequence[str] | None = None):
+    """A grid of pictures, e.g. from :func:`draw_detections`.
+
+    Args:
+        pictures: uint8 (3, H, W) each.
+        ncols: pictures per row; size: inches per picture; titles: one caption each.
+
+    Returns:
+        A matplotlib Figure.
+    """
     import matplotlib.pyplot as plt
 
-    n = len(images)
+    n = len(pictures)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
-        if i >= n:
-            continue
-        target = targets[i] if targets is not None else None
-        drawn = draw_detections(images[i], predictions[i], target, class_names=class_names,
-                                score_thresh=score_thresh, scale=scale)
-        ax.imshow(drawn.permute(1, 2, 0).numpy())
-        shown = int((predictions[i]["scores"] >= score_thresh).sum())
-        ax.set_title(titles[i] if titles else f"{shown} boxes >= {score_thresh:g}", fontsize=9)
+        if i < n:
+            ax.imshow(pictures[i].permute(1, 2, 0).cpu().numpy())
+            if titles:
+                ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -15,7 +15,7 @@ from fcos_lib.data import normalize
 from fcos_lib.evaluate import mean_average_precision
 from fcos_lib.targets import assign_targets, default_size_ranges
 from fcos_lib.viz import (GT_COLOR, LOCATION_COLOR, box_viewer, class_colors, draw_detections, level_overlays,
-                          plot_detections_grid, plot_loss_curves, plot_pr_curves, render_view,
+                          plot_detections_grid, plot_pictures, plot_loss_curves, plot_pr_curves, render_view,
                           to_pixels)
 
 NAMES = ["circle", "square", "triangle"]
@@ -137,6 +137,17 @@ def test_plot_detections_grid_shows_every_image():
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 2
     assert shown[0].images[0].get_array().shape == (128, 128, 3)  # scale 2
+    expected = int((prediction["scores"] >= 0.3).sum())
+    assert [ax.get_title() for ax in shown] == [f"{expected} boxes >= 0.3"] * 2
+
+
+def test_plot_pictures_lays_out_a_grid_with_titles():
+    pictures = [torch.full((3, 8, 10), v, dtype=torch.uint8) for v in (0, 100, 200)]
+    fig = plot_pictures(pictures, ncols=2, titles=["a", "b", "c"])
+    assert len(fig.axes) == 4  # two rows of two; the fourth stays empty
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == ["a", "b", "c"]
+    assert [int(ax.images[0].get_array()[0, 0, 0]) for ax in shown] == [0, 100, 200]
 
 
 def test_plot_pr_curves_and_loss_curves():
