@@ -3,10 +3,9 @@
 Both sides get the same inputs: raw head outputs of 16 images (20 classes, as VOC), up to 40
 boxes per image (one image with none), torchvision's anchors and, for fcos_lib, their centres
 as locations (offset 0), P3-P7, center sampling 1.5, GIoU: the configuration in which the two
-must agree, which the run checks before timing. Times are medians of interleaved runs.
-
-The focal loss (``torchvision.ops.sigmoid_focal_loss`` on both sides, over every location
-and class) is the same work on both sides, so its time is printed too: it bounds the ratio.
+must agree, which the run checks before timing. Times are medians of interleaved runs, of the
+forward alone (the goal) and of forward and backward (what a training step pays), and of the
+matching alone (torchvision's per-image loop against ``assign_targets``).
 
 Run: ``python -m bench.bench_targets``. Goal: fcos_lib at least 5x faster.
 """
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import torch
 from torchvision.models.detection import fcos_resnet50_fpn
-from torchvision.ops import sigmoid_focal_loss
 
 from bench import median_ms
 from fcos_lib.losses import fcos_loss
@@ -24,6 +22,7 @@ from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
 BATCH, MAX_BOXES, NUM_CLASSES = 16, 40, 20
 STRIDES = [8, 16, 32, 64, 128]
 SIZES = [(256, 256), (512, 512), (768, 1024)]  # divisible by 128: torchvision's P7 grid is exact
+REPEATS = {256 * 256: 41, 512 * 512: 21, 768 * 1024: 9}  # about 5 s per size
 
 
 def make_inputs(height: int, width: int, seed: int = 0):
@@ -47,20 +46,35 @@ def make_inputs(height: int, width: int, seed: int = 0):
         xy = torch.rand(n, 2, generator=gen) * (torch.tensor([width, height]) - wh)
         targets.append({"boxes": torch.cat([xy, xy + wh], 1),
                         "labels": torch.randint(0, NUM_CLASSES, (n,), generator=gen)})
-    ours = {"cls_logits": list(head["cls_logits"].split(counts, 1)),
-            "box_deltas": list(head["bbox_regression"].split(counts, 1)),
-            "centerness": list(head["bbox_ctrness"][..., 0].split(counts, 1)),
-            "locations": centres, "strides": STRIDES}
+    ours = dict(split_levels(head, counts), locations=centres, strides=STRIDES)
     return head, [anchors] * BATCH, counts, targets, ours
+
+
+def split_levels(head: dict, counts: list[int]) -> dict:
+    """torchvision's concatenated head outputs as fcos_lib's per-level lists (views)."""
+    return {"cls_logits": list(head["cls_logits"].split(counts, 1)),
+            "box_deltas": list(head["bbox_regression"].split(counts, 1)),
+            "centerness": list(head["bbox_ctrness"][..., 0].split(counts, 1))}
+
+
+def with_backward(loss_fn, leaves):
+    """Forward and backward of ``loss_fn``, gradients reset so that they do not accumulate."""
+    def run():
+        for leaf in leaves:
+            leaf.grad = None
+        losses = loss_fn()
+        sum(losses[k] for k in ("classification", "bbox_regression", "bbox_ctrness")).backward()
+    return run
 
 
 def main() -> None:
     torch.manual_seed(0)
     tv = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
     print(f"batch {BATCH}, up to {MAX_BOXES} boxes, {NUM_CLASSES} classes, P3-P7, "
-          f"{torch.get_num_threads()} threads; median ms")
-    print(f"{'image':>10} {'torchvision':>12} {'fcos_lib':>9} {'ratio':>6}   "
-          f"{'tv match':>9} {'our assign':>10} {'ratio':>6}   {'focal':>6}")
+          f"{torch.get_num_threads()} threads; median ms; ratio = torchvision / fcos_lib")
+    print(f"{'':>10} {'forward':^26}   {'forward + backward':^26}   {'matching':^24}")
+    print(f"{'image':>10} " + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}   " * 2
+          + f"{'tv loop':>9} {'assign':>8} {'ratio':>5}")
     for height, width in SIZES:
         head, anchors, counts, targets, ours = make_inputs(height, width)
         theirs = tv.compute_loss(targets, head, anchors, counts)
@@ -69,8 +83,11 @@ def main() -> None:
             torch.testing.assert_close(mine[key], value, rtol=1e-4, atol=1e-5)
 
         boxes, labels = pad_targets(targets, NUM_CLASSES)
-        zeros = torch.zeros_like(head["cls_logits"])
         ranges = default_size_ranges(STRIDES)
+        leaves = list(head.values())
+        for leaf in leaves:
+            leaf.requires_grad_()
+        with_grad = dict(ours, **split_levels(head, counts))  # views made after requires_grad
 
         def tv_matching_only():
             tv.head.compute_loss = lambda *args: {}  # shadows the method: matching loop alone
@@ -79,18 +96,37 @@ def main() -> None:
             finally:
                 del tv.head.compute_loss
 
+        def theirs():
+            return tv.compute_loss(targets, head, anchors, counts)
+
+        def mine(outputs=ours):
+            return fcos_loss(outputs, targets, box_loss="giou", center_sampling_radius=1.5)
+
+        grads = []  # the same gradients too: the backward timing compares equal work
+        for run in (with_backward(theirs, leaves), with_backward(lambda: mine(with_grad), leaves)):
+            run()
+            grads.append([leaf.grad.clone() for leaf in leaves])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+        with torch.no_grad():
+            forward = median_ms({"tv": theirs, "ours": mine},
+                                repeats=REPEATS[height * width])
         t = median_ms({
-            "tv": lambda: tv.compute_loss(targets, head, anchors, counts),
-            "ours": lambda: fcos_loss(ours, targets, box_loss="giou", center_sampling_radius=1.5),
+            "tv": with_backward(theirs, leaves),
+            "ours": with_backward(lambda: mine(with_grad), leaves),
             "tv_match": tv_matching_only,
             "our_assign": lambda: assign_targets(boxes, labels, ours["locations"], STRIDES,
                                                  ranges, 1.5),
-            "focal": lambda: sigmoid_focal_loss(head["cls_logits"], zeros, reduction="sum"),
-        }, repeats=15 if height * width <= 512 * 512 else 7)
-        print(f"{height:>4}x{width:<5} {t['tv']:>12.1f} {t['ours']:>9.1f} "
-              f"{t['tv'] / t['ours']:>5.1f}x   {t['tv_match']:>9.1f} "
-              f"{t['our_assign']:>10.1f} {t['tv_match'] / t['our_assign']:>5.1f}x   "
-              f"{t['focal']:>6.1f}")
+        }, repeats=REPEATS[height * width])
+        for leaf in leaves:
+            leaf.requires_grad_(False)
+            leaf.grad = None
+        print(f"{height:>4}x{width:<5} "
+              + "".join(f"{r['tv']:>11.1f} {r['ours']:>8.1f} {r['tv'] / r['ours']:>4.1f}x   "
+                        for r in (forward, t))
+              + f"{t['tv_match']:>9.1f} {t['our_assign']:>8.1f} "
+              f"{t['tv_match'] / t['our_assign']:>4.1f}x")
 
 
 if __name__ == "__main__":

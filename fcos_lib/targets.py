@@ -18,8 +18,10 @@ less than 8 px² apart (it then keeps the box listed first); here the smaller ar
 
 Every test splits into an x part and a y part (inside along x and along y, farthest distance
 along x or along y), and the locations of a level form a grid. So the tests are computed on
-the grid's columns and rows, (B, M, W) and (B, M, H), and only the final AND of booleans
-runs on (B, M, H, W): no Python loop over images or boxes, and little memory.
+the grids' columns and rows, (B, M, W) and (B, M, H) for all levels at once, and only the
+final AND runs on (B, M, H, W), as a bitwise AND of byte masks that leaves each box's rank by
+area where it claims a location; a max over the boxes then picks the smallest. No Python loop
+over images or boxes, little memory, and a few dozen tensor operations in all.
 """
 from __future__ import annotations
 
@@ -121,11 +123,9 @@ def pad_targets(targets: Sequence[dict[str, Tensor]], num_classes: int,
         if b.dim() != 2 or b.shape[-1] != 4 or lab.shape != b.shape[:1]:
             raise ValueError(f"image {i}: expected boxes (N, 4) and labels (N,), got boxes "
                              f"{tuple(b.shape)} and labels {tuple(lab.shape)}")
-    device = device or targets[0]["boxes"].device
-    pad = torch.nn.utils.rnn.pad_sequence
-    boxes = pad([t["boxes"].to(device, torch.float32) for t in targets], batch_first=True)
-    labels = pad([t["labels"].to(device, torch.int64) for t in targets], batch_first=True,
-                 padding_value=-1)
+    device = torch.device(device or targets[0]["boxes"].device)
+    boxes = _pad([t["boxes"] for t in targets], torch.float32, device, 0.0)   # (B, M, 4)
+    labels = _pad([t["labels"] for t in targets], torch.int64, device, -1)    # (B, M)
     counts = torch.tensor([len(t["labels"]) for t in targets], device=device)
     real = torch.arange(labels.shape[1], device=device) < counts[:, None]  # (B, M)
     bad_label = real & ((labels < 0) | (labels >= num_classes))
@@ -141,27 +141,34 @@ def pad_targets(targets: Sequence[dict[str, Tensor]], num_classes: int,
     return boxes, labels
 
 
-def _axis_tests(coords: Tensor, lo_side: Tensor, hi_side: Tensor, stride: float,
-                size_range: tuple[float, float], radius: float | None) -> tuple[Tensor, Tensor]:
-    """The tests along one axis, for the columns (or rows) of one level.
+def _pad(tensors: list[Tensor], dtype: torch.dtype, device: torch.device,
+         value: float) -> Tensor:
+    """Stack (N_i, ...) tensors into (B, max N_i, ...), converting only those that need it."""
+    tensors = [t if t.dtype == dtype and t.device == device else t.to(device, dtype)
+               for t in tensors]
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
+
+
+def _axis_tests(coords: Tensor, lo_side: Tensor, hi_side: Tensor, strides: Tensor,
+                lo_size: Tensor, hi_size: Tensor, radius: float | None) -> tuple[Tensor, Tensor]:
+    """The tests along one axis, for K columns or rows (of any level, along any axis) at once.
 
     Args:
-        coords: (K,) x (or y) of the level's columns (or rows), pixels.
-        lo_side, hi_side: (B, 1, M) x1 and x2 (or y1 and y2) of the boxes, pixels.
+        coords: (K,) x of a column or y of a row, pixels.
+        lo_side, hi_side: (B, M, K) the boxes' x1 and x2 for a column, y1 and y2 for a row.
+        strides, lo_size, hi_size: (K,) each coordinate's level stride and size range, pixels.
 
     Returns:
-        ``ok`` (B, K, M): inside along this axis, near the centre (with center sampling) and
-        farthest side below the range's upper end; ``big`` (B, K, M): farthest side above its
+        ``ok`` (B, M, K): inside along this axis, near the centre (with center sampling) and
+        farthest side below the range's upper end; ``big`` (B, M, K): farthest side above its
         lower end. A location passes when ok_x & ok_y & (big_x | big_y).
     """
-    coords = coords[:, None]                                  # (K, 1)
-    to_lo, to_hi = coords - lo_side, hi_side - coords       # (B, K, M) l and r (or t and b)
+    to_lo, to_hi = coords - lo_side, hi_side - coords       # (B, M, K) l and r (or t and b)
     farthest = torch.maximum(to_lo, to_hi)
-    ok = (torch.minimum(to_lo, to_hi) > 0) & (farthest < size_range[1])
+    ok = (torch.minimum(to_lo, to_hi) > 0) & (farthest < hi_size)
     if radius is not None:
-        centre = (lo_side + hi_side) / 2
-        ok &= (coords - centre).abs() < radius * stride
-    return ok, farthest > size_range[0]
+        ok &= (coords - (lo_side + hi_side) / 2).abs() < radius * strides
+    return ok, farthest > lo_size
 
 
 def assign_targets(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequence[Tensor],
@@ -205,28 +212,61 @@ def assign_targets(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequence[Tens
         return gt_labels.new_full((B, L), -1)
     real = gt_labels >= 0
     areas = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
-    # Sort each image's boxes by area so that "smallest box wins" becomes "first match wins";
-    # padding goes last, and a stable sort keeps the listed order among equal areas.
+    # Sort each image's boxes by area, padding last (a stable sort keeps the listed order among
+    # equal areas), and give each box a rank: M for the smallest down to 1, 0 for padding.
     order = torch.where(real, areas, math.inf).argsort(dim=1, stable=True)   # (B, M)
-    boxes = gt_boxes.gather(1, order[..., None].expand(-1, -1, 4))
-    x1, y1, x2, y2 = boxes.transpose(1, 2)[:, :, None].unbind(dim=1)      # each (B, 1, M)
-    real = real.gather(1, order)[:, None]                                     # (B, 1, M)
-    matched = []
-    for points, stride, size_range in zip(locations, strides, size_ranges):
-        width = int((points[:, 1] == points[0, 1]).sum())                   # points in row 0
-        if len(points) % width:
-            raise ValueError(f"the {len(points)} locations of the stride-{stride} level are not "
-                             "a row-major (H, W) grid; build them as the model does")
-        xs, ys = points[:width, 0], points[::width, 1]                       # (W,), (H,)
-        ok_x, big_x = _axis_tests(xs, x1, x2, stride, size_range, center_sampling_radius)
-        ok_y, big_y = _axis_tests(ys, y1, y2, stride, size_range, center_sampling_radius)
-        ok_x &= real
-        claims = (ok_y[:, :, None] & ok_x[:, None]
-                  & (big_y[:, :, None] | big_x[:, None])).flatten(1, 2)     # (B, H·W, M)
-        # Boxes are sorted by area, so the first box that claims a location is the smallest.
-        any_claim, first = claims.max(dim=2)                                 # (B, H·W) each
-        matched.append(torch.where(any_claim, order.gather(1, first), -1))
-    return torch.cat(matched, dim=1)
+    boxes = gt_boxes.gather(1, order[..., None].expand(-1, -1, 4))             # (B, M, 4)
+    # Ranks fit in uint8 up to 255 boxes per image, where bitwise ops run fastest.
+    dtype = torch.uint8 if M < 256 else torch.int32
+    rank = torch.arange(M, 0, -1, device=order.device, dtype=dtype)[:, None]  # (M, 1)
+    rank = rank * real.gather(1, order)[..., None]                           # (B, M, 1)
+
+    # One line of coordinates: the x of every level's columns, then the y of every level's
+    # rows, each with its axis (0 for x, 1 for y), its level's stride and its size range.
+    widths = [_grid_width(points, stride) for points, stride in zip(locations, strides)]
+    heights = [len(points) // w for points, w in zip(locations, widths)]
+    coords = torch.cat([points[:w, 0] for points, w in zip(locations, widths)]
+                       + [points[::w, 1] for points, w in zip(locations, widths)])  # (K,)
+    per_coordinate = _per_coordinate(coords, widths + heights, list(strides) * 2,
+                                     list(size_ranges) * 2)
+    axis = (torch.arange(len(coords), device=coords.device) >= sum(widths)).long()  # (K,)
+    ok, big = _axis_tests(coords, boxes[..., :2].index_select(2, axis),
+                          boxes[..., 2:].index_select(2, axis), *per_coordinate,
+                          center_sampling_radius)                             # (B, M, K)
+    # As bit masks (all ones for True) the final test is a bitwise AND whose result is the
+    # box's rank where the box claims the location and 0 elsewhere; the largest rank over
+    # the boxes is then the smallest box that claims it.
+    ok, big = ok.to(dtype).neg_(), big.to(dtype).neg_()
+    ok_x, ok_y = ok.split([sum(widths), sum(heights)], dim=2)
+    big_x, big_y = big.split([sum(widths), sum(heights)], dim=2)
+    ok_y &= rank
+    claims = []
+    for oy, by, ox, bx, (lo, _) in zip(ok_y.split(heights, 2), big_y.split(heights, 2),
+                                       ok_x.split(widths, 2), big_x.split(widths, 2),
+                                       size_ranges):
+        claim = oy[..., None] & ox[:, :, None]                               # (B, M, H, W)
+        if lo > 0:  # with lo <= 0, every point inside a box has its farthest side beyond lo
+            claim &= by[..., None] | bx[:, :, None]
+        claims.append(claim.amax(dim=1).flatten(1))                          # (B, H·W)
+    claim = torch.cat(claims, dim=1)                                         # (B, L)
+    first = (M - claim.long()).clamp_(max=M - 1)
+    return torch.where(claim > 0, order.gather(1, first), -1)
+
+
+def _grid_width(points: Tensor, stride: int) -> int:
+    """The number of columns of a level's row-major (H·W, 2) grid of locations."""
+    width = int((points[:, 1] == points[0, 1]).sum())                       # points in row 0
+    if len(points) % width:
+        raise ValueError(f"the {len(points)} locations of the stride-{stride} level are not "
+                         "a row-major (H, W) grid; build them as the model does")
+    return width
+
+
+def _per_coordinate(coords: Tensor, counts: list[int], strides: Sequence[int],
+                    size_ranges: Sequence[tuple[float, float]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Each coordinate's level stride, and lower and upper size bounds: (K,) each."""
+    table = [(s, lo, hi) for n, s, (lo, hi) in zip(counts, strides, size_ranges) for _ in range(n)]
+    return torch.tensor(table, dtype=coords.dtype, device=coords.device).unbind(1)
 
 
 def gather_targets(matched: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,8 @@ import torch.multiprocessing as mp
 from torchvision.models.detection import fcos_resnet50_fpn
 from torchvision.ops import sigmoid_focal_loss
 
-from fcos_lib.losses import fcos_loss, num_positives
+from fcos_lib import losses as losses_module
+from fcos_lib.losses import fcos_loss, focal_loss, num_positives
 from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
 
 # torchvision infers a level's stride as image size // feature size: at sizes not divisible
@@ -249,6 +250,70 @@ def test_no_boxes_anywhere_and_gradients_flow():
     losses["total"].backward()
     assert all(g.grad is not None for g in out["cls_logits"])
     assert out["cls_logits"][0].grad.abs().sum() > 0
+
+
+def focal_inputs(gen, dtype=torch.float32):
+    """Per-level logits laid out as the head makes them (a permuted NCHW map, not contiguous),
+    with extreme values, and labels with about one positive location in eight."""
+    shapes = [(6, 10), (3, 5), (1, 1)]
+    levels = []
+    for h, w in shapes:
+        nchw = torch.randn(2, C, h, w, generator=gen, dtype=dtype) * 4 - 3
+        levels.append(nchw.permute(0, 2, 3, 1).flatten(1, 2))                # (2, h·w, C)
+    extremes = torch.tensor([-200.0, -100, -88, -30, 17, 30, 88, 100, 200], dtype=dtype)
+    levels[0][0, :len(extremes), 0] = extremes
+    levels[0][1, :len(extremes), 1] = extremes
+    total = sum(h * w for h, w in shapes)
+    labels = torch.randint(0, C, (2, total), generator=gen)
+    labels[torch.rand(2, total, generator=gen) > 0.125] = -1
+    labels[1, :len(extremes)] = 1  # extreme logits on positives, at their own class
+    return levels, labels
+
+
+@pytest.mark.parametrize("piece", [None, 7])  # None: the default split; 7: many small pieces
+def test_focal_loss_equals_torchvision(monkeypatch, piece):
+    """Value and gradient equal sigmoid_focal_loss against the explicit one-hot targets."""
+    if piece is not None:
+        monkeypatch.setattr(losses_module, "_CPU_PIECE", piece)
+    levels, labels = focal_inputs(torch.Generator().manual_seed(5))
+    grads = []
+    for ours in (True, False):
+        leaves = [lv.detach().clone().requires_grad_() for lv in levels]
+        if ours:
+            loss = focal_loss(leaves, labels)
+        else:
+            logits = torch.cat(leaves, 1)
+            one_hot = torch.zeros_like(logits)
+            img, loc = (labels >= 0).nonzero(as_tuple=True)
+            one_hot[img, loc, labels[img, loc]] = 1.0
+            expected = sigmoid_focal_loss(logits, one_hot, alpha=0.25, gamma=2, reduction="sum")
+            expected.backward()
+            grads_tv = [lv.grad for lv in leaves]
+            continue
+        loss.backward()
+        grads = [lv.grad for lv in leaves]
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with torch.no_grad():  # the path without gradients, as in evaluation
+        assert focal_loss(levels, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    for ours, theirs in zip(grads, grads_tv):
+        assert ours.stride() == theirs.stride()  # the gradient keeps the head's layout
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_focal_loss_gradient_by_finite_differences():
+    """The hand-written backward, in float64, against torch.autograd.gradcheck; other alpha
+    and gamma too."""
+    levels, labels = focal_inputs(torch.Generator().manual_seed(6), dtype=torch.float64)
+    levels = [lv.clamp(-20, 20).detach().requires_grad_() for lv in levels]
+    for alpha, gamma in ((0.25, 2.0), (0.5, 1.5)):
+        assert torch.autograd.gradcheck(
+            lambda *xs: focal_loss(list(xs), labels, alpha=alpha, gamma=gamma), levels)
+
+
+def test_focal_loss_rejects_labels_of_another_size():
+    levels, labels = focal_inputs(torch.Generator().manual_seed(7))
+    with pytest.raises(ValueError, match="labels cover 75 locations, the logits 76"):
+        focal_loss(levels, labels[:, :-1])
 
 
 def test_bad_arguments_are_explained():

@@ -164,6 +164,49 @@ def test_batch_equals_one_image_at_a_time():
     assert (batch >= 0).any()
 
 
+def brute_force_assign(boxes, labels, levels, strides, ranges, radius):
+    """The three rules written out on the full (locations, boxes) table of each image."""
+    points = torch.cat(levels)                                               # (L, 2)
+    s = torch.cat([torch.full((len(p),), float(st)) for p, st in zip(levels, strides)])
+    lo = torch.cat([torch.full((len(p),), r[0]) for p, r in zip(levels, ranges)])
+    hi = torch.cat([torch.full((len(p),), r[1]) for p, r in zip(levels, ranges)])
+    out = []
+    for b, lab in zip(boxes, labels):
+        x, y = points[:, :1], points[:, 1:]                                  # (L, 1)
+        ltrb = torch.stack([x - b[:, 0], y - b[:, 1], b[:, 2] - x, b[:, 3] - y], -1)  # (L, M, 4)
+        ok = (ltrb.amin(-1) > 0) & (lab >= 0)
+        if radius is not None:
+            cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+            ok &= ((x - cx).abs() < radius * s[:, None]) & ((y - cy).abs() < radius * s[:, None])
+        far = ltrb.amax(-1)
+        ok &= (far > lo[:, None]) & (far < hi[:, None])
+        area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).expand_as(ok)
+        best = torch.where(ok, area, math.inf).argmin(1)  # argmin keeps the first of equals
+        out.append(torch.where(ok.any(1), best, -1))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("radius", [None, 1.5])
+def test_equals_brute_force_on_five_levels_and_many_boxes(radius):
+    """Paper levels P3-P7 (ranges that start above 0), 300 boxes in one image (more than a
+    byte can rank), whole-pixel boxes that hit range bounds, repeated boxes (area ties)."""
+    gen = torch.Generator().manual_seed(3)
+    strides = [8, 16, 32, 64, 128]
+    levels, ranges = course_levels(256, 384, strides), default_size_ranges(strides)
+    targets = []
+    for n in (300, 0, 40):
+        xy = (torch.rand(n, 2, generator=gen) * torch.tensor([360.0, 230.0])).round()
+        wh = (torch.rand(n, 2, generator=gen) ** 2 * 300 + 2).round()
+        b = torch.cat([xy, xy + wh], 1)
+        b[n // 2: n // 2 + 5] = b[:5]  # equal areas: the box listed first wins
+        targets.append({"boxes": b, "labels": torch.randint(0, 4, (n,), generator=gen)})
+    boxes, labels = pad_targets(targets, num_classes=4)
+    ours = assign_targets(boxes, labels, levels, strides, ranges, radius)
+    assert torch.equal(ours, brute_force_assign(boxes, labels, levels, strides, ranges, radius))
+    sizes = [len(p) for p in levels]
+    assert all((part >= 0).any() for part in ours[0].split(sizes)[:3])  # boxes on P3-P5
+
+
 def test_non_square_grid():
     # 64 wide, 32 tall: P3 is 4 rows x 8 columns. Box (40, 0, 64, 16): x in {44, 52, 60}, y in {4, 12}.
     pos, _, levels = assign_one([[40, 0, 64, 16]], size=32, width=64)
