@@ -4,8 +4,10 @@ Both sides get the same inputs: raw head outputs of 16 images (20 classes, as VO
 boxes per image (one image with none), torchvision's anchors and, for fcos_lib, their centres
 as locations (offset 0), P3-P7, center sampling 1.5, GIoU: the configuration in which the two
 must agree, which the run checks before timing. Times are medians of interleaved runs, of the
-forward alone (the goal) and of forward and backward (what a training step pays), and of the
-matching alone (torchvision's per-image loop against ``assign_targets``).
+forward alone (the goal) and of forward and backward (what a training step pays); then of two
+parts: the matching (torchvision's per-image loop against ``assign_targets``), and the focal
+loss, forward and backward (``sigmoid_focal_loss`` on a one-hot target, as torchvision's
+``compute_loss`` calls it, against ``focal_loss``), on the same labels.
 
 Run: ``python -m bench.bench_targets``. Goal: fcos_lib at least 5x faster.
 """
@@ -16,7 +18,9 @@ import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 
 from bench import median_ms
-from fcos_lib.losses import fcos_loss
+from torchvision.ops import sigmoid_focal_loss
+
+from fcos_lib.losses import fcos_loss, focal_loss
 from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
 
 BATCH, MAX_BOXES, NUM_CLASSES = 16, 40, 20
@@ -72,9 +76,11 @@ def main() -> None:
     tv = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
     print(f"batch {BATCH}, up to {MAX_BOXES} boxes, {NUM_CLASSES} classes, P3-P7, "
           f"{torch.get_num_threads()} threads; median ms; ratio = torchvision / fcos_lib")
-    print(f"{'':>10} {'forward':^26}   {'forward + backward':^26}   {'matching':^24}")
+    print(f"{'':>10} {'forward':^26}   {'forward + backward':^26}   {'matching':^24}   "
+          f"{'focal loss, fwd + bwd':^24}")
     print(f"{'image':>10} " + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}   " * 2
-          + f"{'tv loop':>9} {'assign':>8} {'ratio':>5}")
+          + f"{'tv loop':>9} {'assign':>8} {'ratio':>5}   "
+          + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}")
     for height, width in SIZES:
         head, anchors, counts, targets, ours = make_inputs(height, width)
         theirs = tv.compute_loss(targets, head, anchors, counts)
@@ -84,6 +90,9 @@ def main() -> None:
 
         boxes, labels = pad_targets(targets, NUM_CLASSES)
         ranges = default_size_ranges(STRIDES)
+        matched = assign_targets(boxes, labels, ours["locations"], STRIDES, ranges, 1.5)
+        location_labels = torch.where(matched >= 0, labels.gather(1, matched.clamp(min=0)), -1)
+        img, loc = (location_labels >= 0).nonzero(as_tuple=True)
         leaves = list(head.values())
         for leaf in leaves:
             leaf.requires_grad_()
@@ -98,6 +107,16 @@ def main() -> None:
 
         def theirs():
             return tv.compute_loss(targets, head, anchors, counts)
+
+        def tv_focal():
+            head["cls_logits"].grad = None
+            one_hot = torch.zeros_like(head["cls_logits"])
+            one_hot[img, loc, location_labels[img, loc]] = 1.0
+            sigmoid_focal_loss(head["cls_logits"], one_hot, reduction="sum").backward()
+
+        def our_focal():
+            head["cls_logits"].grad = None
+            focal_loss(with_grad["cls_logits"], location_labels).backward()
 
         def mine(outputs=ours):
             return fcos_loss(outputs, targets, box_loss="giou", center_sampling_radius=1.5)
@@ -118,6 +137,7 @@ def main() -> None:
             "tv_match": tv_matching_only,
             "our_assign": lambda: assign_targets(boxes, labels, ours["locations"], STRIDES,
                                                  ranges, 1.5),
+            "tv_focal": tv_focal, "our_focal": our_focal,
         }, repeats=REPEATS[height * width])
         for leaf in leaves:
             leaf.requires_grad_(False)
@@ -126,7 +146,9 @@ def main() -> None:
               + "".join(f"{r['tv']:>11.1f} {r['ours']:>8.1f} {r['tv'] / r['ours']:>4.1f}x   "
                         for r in (forward, t))
               + f"{t['tv_match']:>9.1f} {t['our_assign']:>8.1f} "
-              f"{t['tv_match'] / t['our_assign']:>4.1f}x")
+              f"{t['tv_match'] / t['our_assign']:>4.1f}x   "
+              f"{t['tv_focal']:>11.1f} {t['our_focal']:>8.1f} "
+              f"{t['tv_focal'] / t['our_focal']:>4.1f}x")
 
 
 if __name__ == "__main__":

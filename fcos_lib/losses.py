@@ -7,7 +7,7 @@ weigh more than one with few:
 - ``classification``: sigmoid focal loss (alpha 0.25, gamma 2) over every location and class;
   a positive location's target is the one-hot of its box's class, a background location's is
   all zeros. :func:`focal_loss` gives the sum of ``torchvision.ops.sigmoid_focal_loss``
-  without building those targets, in a fifth of its time on the CPU.
+  without building those targets (``bench/bench_targets.py`` times the two).
 - ``bbox_regression``, on positives only: ``"l1"``, the mean over the four sides of the L1
   error of the LTRB distances in strides (the course's choice), or ``"giou"``, the
   generalized-IoU loss of the decoded box against the ground truth (the improved FCOS's and
@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torchvision.ops import generalized_box_iou_loss
 
 from fcos_lib.targets import (assign_targets, centerness_target, decode_boxes,
@@ -58,8 +59,8 @@ def num_positives(positive: Tensor) -> Tensor:
 
 
 # Elements per piece of the focal loss on the CPU: 1 MiB of float32, so that its temporaries
-# stay in cache. Whole-level temporaries of several MiB are fresh pages each time, which the
-# kernel must fault in: on the benchmark's CPU a 16 x 4096 x 20 level then takes 1.7x as long.
+# stay in cache. Whole-level temporaries of several MiB would be fresh pages each time, which
+# the kernel must fault in and zero.
 _CPU_PIECE = 1 << 18
 
 
@@ -80,12 +81,13 @@ def _loss_of_target_0(x: Tensor, gamma: float, slope_out: Tensor | None = None) 
     written there too (dp/dx = p · (1 - p)).
 
     softplus(x) = x - log(p): ``log`` and ``sigmoid`` are vectorized on the CPU, ``log1p``
-    (inside ``F.softplus``) is not. p is floored at float32's smallest normal number before the
-    log, so that it stays finite; the floor acts only below x = -87, where the loss is 0.
+    (inside ``F.softplus``) is not. p is floored at the dtype's smallest normal number so that
+    its log stays finite (below x = -87 in float32), and the result is clamped at softplus's
+    lower bound, 0, against rounding where the true value is tiny (below x = -14 or so).
     """
     p = torch.sigmoid(x)
     softplus = p.clamp(min=torch.finfo(p.dtype).tiny).log_()
-    torch.sub(x, softplus, out=softplus)
+    torch.sub(x, softplus, out=softplus).clamp_(min=0)
     p_gamma = p.pow(gamma)
     if slope_out is not None:
         slope = torch.rsub(p, 1).mul_(softplus).mul_(gamma).add_(p)
@@ -94,11 +96,11 @@ def _loss_of_target_0(x: Tensor, gamma: float, slope_out: Tensor | None = None) 
 
 
 def _swap(x: Tensor, alpha: float, gamma: float) -> tuple[Tensor, Tensor]:
-    """For positive logits x (P,): the loss of target 1 minus the loss of target 0, and its slope.
+    """For positive logits x: the loss of target 1 minus the loss of target 0, and its slope.
 
     The target-0 part is computed as the dense pass computed it, so that the two cancel to the
     last bit. The target-1 part, alpha · q^g · (-log p) with q = 1 - p, uses ``F.logsigmoid``
-    (exact for any x) and d(log p)/dx = q, dq/dx = -p · q.
+    (stable for any x) and d(log p)/dx = q, dq/dx = -p · q.
     """
     zero_slope = torch.empty_like(x)
     zero = _loss_of_target_0(x, gamma, slope_out=zero_slope)
@@ -142,12 +144,13 @@ class _FocalLoss(torch.autograd.Function):
             for grad, index, part in zip(grads, positives,
                                          slope.split([len(i[0]) for i in positives])):
                 grad.index_put_(index, part, accumulate=True)
-        ctx.grads = grads
+        ctx.save_for_backward(*grads)  # freed by autograd after the backward
         return dense * (1 - alpha) + swap.sum()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        return None, None, None, None, *(g * grad for g in ctx.grads)
+        return None, None, None, None, *(g * grad for g in ctx.saved_tensors)
 
 
 def focal_loss(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
@@ -159,21 +162,39 @@ def focal_loss(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
     neither: every logit is first charged the loss of a 0 target,
     (1 - alpha) · p^gamma · softplus(x); then the P positive logits swap that for the loss of
     a 1 target, alpha · (1 - p)^gamma · softplus(-x). The first part is a few passes over the
-    logits, the second touches P elements. The tests check values and gradients against
-    torchvision; ``bench/bench_targets.py`` measures the speed.
+    logits, the second touches P elements. The tests check values and gradients
+    against torchvision; ``bench/bench_targets.py`` times the two.
 
     Args:
-        logits: per level, (B, HW_l, C) classification logits, float32.
-        labels: (B, L) int64, L = sum of HW_l: the class of each location, -1 for background.
-        alpha: weight of the positive targets (paper: 0.25).
-        gamma: focusing exponent (paper: 2).
+        logits: per level, (B, HW_l, C) classification logits.
+        labels: (B, L) integer, L = sum of HW_l: the class of each location in [0, C), or -1
+            for background; on the logits' device.
+        alpha: weight of the positive targets, in [0, 1] (paper: 0.25).
+        gamma: focusing exponent, at least 0 (paper: 2; 0 gives alpha-weighted cross-entropy).
 
     Returns:
-        A float32 scalar tensor, the sum (not the mean).
+        A scalar tensor of the logits' dtype: the sum (not the mean).
+
+    Raises:
+        ValueError: on labels of the wrong size, type, device or range, or alpha or gamma out
+            of range.
     """
-    total = sum(level.shape[1] for level in logits)
-    if total != labels.shape[1]:
-        raise ValueError(f"labels cover {labels.shape[1]} locations, the logits {total}")
+    total, classes = sum(level.shape[1] for level in logits), logits[0].shape[-1]
+    if labels.dim() != 2 or labels.shape[1] != total:
+        raise ValueError(f"labels {tuple(labels.shape)} for logits of {total} locations: "
+                         "expected (B, L), L the number of locations of all levels")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels are {labels.dtype}: pass class indices as integers "
+                         "(torch.int64), -1 for background")
+    if labels.device != logits[0].device:
+        raise ValueError(f"labels are on {labels.device}, the logits on {logits[0].device}: "
+                         "move them with labels.to(logits[0].device)")
+    if labels.numel() and (labels.min() < -1 or labels.max() >= classes):
+        raise ValueError(f"labels run from {labels.min().item()} to {labels.max().item()}: "
+                         f"classes are 0 to {classes - 1}, and -1 marks background")
+    if not (0 <= alpha <= 1 and gamma >= 0):
+        raise ValueError(f"alpha={alpha}, gamma={gamma}: alpha must lie in [0, 1] and gamma "
+                         "be at least 0 (torchvision's 'alpha < 0: no weighting' is not offered)")
     want_grad = torch.is_grad_enabled() and any(level.requires_grad for level in logits)
     return _FocalLoss.apply(labels, alpha, gamma, want_grad, *logits)
 

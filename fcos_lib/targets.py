@@ -216,22 +216,23 @@ def assign_targets(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequence[Tens
     # equal areas), and give each box a rank: M for the smallest down to 1, 0 for padding.
     order = torch.where(real, areas, math.inf).argsort(dim=1, stable=True)   # (B, M)
     boxes = gt_boxes.gather(1, order[..., None].expand(-1, -1, 4))             # (B, M, 4)
-    # Ranks fit in uint8 up to 255 boxes per image, where bitwise ops run fastest.
-    dtype = torch.uint8 if M < 256 else torch.int32
+    # Ranks fit in a byte up to 255 boxes per image, where bitwise ops run fastest.
+    dtype = torch.uint8 if M < 2**8 else torch.int16 if M < 2**15 else torch.int32
     rank = torch.arange(M, 0, -1, device=order.device, dtype=dtype)[:, None]  # (M, 1)
     rank = rank * real.gather(1, order)[..., None]                           # (B, M, 1)
 
     # One line of coordinates: the x of every level's columns, then the y of every level's
-    # rows, each with its axis (0 for x, 1 for y), its level's stride and its size range.
+    # rows, each with its level's stride and size range, and the box sides of its axis.
     widths = [_grid_width(points, stride) for points, stride in zip(locations, strides)]
     heights = [len(points) // w for points, w in zip(locations, widths)]
     coords = torch.cat([points[:w, 0] for points, w in zip(locations, widths)]
                        + [points[::w, 1] for points, w in zip(locations, widths)])  # (K,)
     per_coordinate = _per_coordinate(coords, widths + heights, list(strides) * 2,
                                      list(size_ranges) * 2)
-    axis = (torch.arange(len(coords), device=coords.device) >= sum(widths)).long()  # (K,)
-    ok, big = _axis_tests(coords, boxes[..., :2].index_select(2, axis),
-                          boxes[..., 2:].index_select(2, axis), *per_coordinate,
+    is_y = torch.arange(len(coords), device=coords.device) >= sum(widths)    # (K,)
+    x1, y1, x2, y2 = boxes[..., None].unbind(2)                                # (B, M, 1) each
+    ok, big = _axis_tests(coords, torch.where(is_y, y1, x1), torch.where(is_y, y2, x2),
+                          *per_coordinate,
                           center_sampling_radius)                             # (B, M, K)
     # As bit masks (all ones for True) the final test is a bitwise AND whose result is the
     # box's rank where the box claims the location and 0 elsewhere; the largest rank over
