@@ -71,84 +71,91 @@ def with_backward(loss_fn, leaves):
     return run
 
 
+def measure(tv, height: int, width: int) -> str:
+    """One row of the table: the medians and ratios at one image size."""
+    head, anchors, counts, targets, ours = make_inputs(height, width)
+    theirs = tv.compute_loss(targets, head, anchors, counts)
+    mine = fcos_loss(ours, targets, box_loss="giou", center_sampling_radius=1.5)
+    for key, value in theirs.items():  # same inputs, same numbers: else the timing is moot
+        torch.testing.assert_close(mine[key], value, rtol=1e-4, atol=1e-5)
+
+    boxes, labels = pad_targets(targets, NUM_CLASSES)
+    ranges = default_size_ranges(STRIDES)
+    matched = assign_targets(boxes, labels, ours["locations"], STRIDES, ranges, 1.5)
+    location_labels = torch.where(matched >= 0, labels.gather(1, matched.clamp(min=0)), -1)
+    img, loc = (location_labels >= 0).nonzero(as_tuple=True)
+    leaves = list(head.values())
+    for leaf in leaves:
+        leaf.requires_grad_()
+    with_grad = dict(ours, **split_levels(head, counts))  # views made after requires_grad
+
+    def tv_matching_only():
+        tv.head.compute_loss = lambda *args: {}  # shadows the method: matching loop alone
+        try:
+            tv.compute_loss(targets, head, anchors, counts)
+        finally:
+            del tv.head.compute_loss
+
+    def theirs():
+        return tv.compute_loss(targets, head, anchors, counts)
+
+    def tv_focal():
+        head["cls_logits"].grad = None
+        one_hot = torch.zeros_like(head["cls_logits"])
+        one_hot[img, loc, location_labels[img, loc]] = 1.0
+        sigmoid_focal_loss(head["cls_logits"], one_hot, reduction="sum").backward()
+
+    def our_focal():
+        head["cls_logits"].grad = None
+        focal_loss(with_grad["cls_logits"], location_labels).backward()
+
+    def mine(outputs=ours):
+        return fcos_loss(outputs, targets, box_loss="giou", center_sampling_radius=1.5)
+
+    grads = []  # the same gradients too: the backward timing compares equal work
+    for run in (with_backward(theirs, leaves), with_backward(lambda: mine(with_grad), leaves)):
+        run()
+        grads.append([leaf.grad.clone() for leaf in leaves])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+    with torch.no_grad():
+        forward = median_ms({"tv": theirs, "ours": mine},
+                            repeats=REPEATS[height * width])
+    t = median_ms({
+        "tv": with_backward(theirs, leaves),
+        "ours": with_backward(lambda: mine(with_grad), leaves),
+        "tv_match": tv_matching_only,
+        "our_assign": lambda: assign_targets(boxes, labels, ours["locations"], STRIDES,
+                                             ranges, 1.5),
+        "tv_focal": tv_focal, "our_focal": our_focal,
+    }, repeats=REPEATS[height * width])
+    for leaf in leaves:
+        leaf.requires_grad_(False)
+        leaf.grad = None
+    pairs = [(forward["tv"], forward["ours"], 11), (t["tv"], t["ours"], 11),
+             (t["tv_match"], t["our_assign"], 9), (t["tv_focal"], t["our_focal"], 11)]
+    return f"{height:>4}x{width:<5} " + "   ".join(
+        f"{theirs:>{w}.1f} {ours:>8.1f} {theirs / ours:>4.1f}x" for theirs, ours, w in pairs)
+
+
 def main() -> None:
     torch.manual_seed(0)
     tv = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
-    print(f"batch {BATCH}, up to {MAX_BOXES} boxes, {NUM_CLASSES} classes, P3-P7, "
-          f"{torch.get_num_threads()} threads; median ms; ratio = torchvision / fcos_lib")
-    print(f"{'':>10} {'forward':^26}   {'forward + backward':^26}   {'matching':^24}   "
-          f"{'focal loss, fwd + bwd':^24}")
-    print(f"{'image':>10} " + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}   " * 2
-          + f"{'tv loop':>9} {'assign':>8} {'ratio':>5}   "
-          + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}")
-    for height, width in SIZES:
-        head, anchors, counts, targets, ours = make_inputs(height, width)
-        theirs = tv.compute_loss(targets, head, anchors, counts)
-        mine = fcos_loss(ours, targets, box_loss="giou", center_sampling_radius=1.5)
-        for key, value in theirs.items():  # same inputs, same numbers: else the timing is moot
-            torch.testing.assert_close(mine[key], value, rtol=1e-4, atol=1e-5)
-
-        boxes, labels = pad_targets(targets, NUM_CLASSES)
-        ranges = default_size_ranges(STRIDES)
-        matched = assign_targets(boxes, labels, ours["locations"], STRIDES, ranges, 1.5)
-        location_labels = torch.where(matched >= 0, labels.gather(1, matched.clamp(min=0)), -1)
-        img, loc = (location_labels >= 0).nonzero(as_tuple=True)
-        leaves = list(head.values())
-        for leaf in leaves:
-            leaf.requires_grad_()
-        with_grad = dict(ours, **split_levels(head, counts))  # views made after requires_grad
-
-        def tv_matching_only():
-            tv.head.compute_loss = lambda *args: {}  # shadows the method: matching loop alone
-            try:
-                tv.compute_loss(targets, head, anchors, counts)
-            finally:
-                del tv.head.compute_loss
-
-        def theirs():
-            return tv.compute_loss(targets, head, anchors, counts)
-
-        def tv_focal():
-            head["cls_logits"].grad = None
-            one_hot = torch.zeros_like(head["cls_logits"])
-            one_hot[img, loc, location_labels[img, loc]] = 1.0
-            sigmoid_focal_loss(head["cls_logits"], one_hot, reduction="sum").backward()
-
-        def our_focal():
-            head["cls_logits"].grad = None
-            focal_loss(with_grad["cls_logits"], location_labels).backward()
-
-        def mine(outputs=ours):
-            return fcos_loss(outputs, targets, box_loss="giou", center_sampling_radius=1.5)
-
-        grads = []  # the same gradients too: the backward timing compares equal work
-        for run in (with_backward(theirs, leaves), with_backward(lambda: mine(with_grad), leaves)):
-            run()
-            grads.append([leaf.grad.clone() for leaf in leaves])
-        for a, b in zip(*grads):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
-
-        with torch.no_grad():
-            forward = median_ms({"tv": theirs, "ours": mine},
-                                repeats=REPEATS[height * width])
-        t = median_ms({
-            "tv": with_backward(theirs, leaves),
-            "ours": with_backward(lambda: mine(with_grad), leaves),
-            "tv_match": tv_matching_only,
-            "our_assign": lambda: assign_targets(boxes, labels, ours["locations"], STRIDES,
-                                                 ranges, 1.5),
-            "tv_focal": tv_focal, "our_focal": our_focal,
-        }, repeats=REPEATS[height * width])
-        for leaf in leaves:
-            leaf.requires_grad_(False)
-            leaf.grad = None
-        print(f"{height:>4}x{width:<5} "
-              + "".join(f"{r['tv']:>11.1f} {r['ours']:>8.1f} {r['tv'] / r['ours']:>4.1f}x   "
-                        for r in (forward, t))
-              + f"{t['tv_match']:>9.1f} {t['our_assign']:>8.1f} "
-              f"{t['tv_match'] / t['our_assign']:>4.1f}x   "
-              f"{t['tv_focal']:>11.1f} {t['our_focal']:>8.1f} "
-              f"{t['tv_focal'] / t['our_focal']:>4.1f}x")
+    threads = torch.get_num_threads()
+    print(f"batch {BATCH}, up to {MAX_BOXES} boxes, {NUM_CLASSES} classes, P3-P7; "
+          "median ms; ratio = torchvision / fcos_lib")
+    for count in sorted({1, threads}):  # one thread: the cost in CPU time, without threading
+        torch.set_num_threads(count)
+        print(f"\n{count} thread{'s' * (count > 1)}")
+        print(f"{'':>10} {'forward':^26}   {'forward + backward':^26}   {'matching':^24}   "
+              f"{'focal loss, fwd + bwd':^24}")
+        print(f"{'image':>10} " + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}   " * 2
+              + f"{'tv loop':>9} {'assign':>8} {'ratio':>5}   "
+              + f"{'torchvision':>11} {'fcos_lib':>8} {'ratio':>5}")
+        for height, width in SIZES:
+            print(measure(tv, height, width), flush=True)
+    torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
