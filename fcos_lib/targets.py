@@ -232,8 +232,7 @@ def assign_targets(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequence[Tens
     is_y = torch.arange(len(coords), device=coords.device) >= sum(widths)    # (K,)
     x1, y1, x2, y2 = boxes[..., None].unbind(2)                                # (B, M, 1) each
     ok, big = _axis_tests(coords, torch.where(is_y, y1, x1), torch.where(is_y, y2, x2),
-                          *per_coordinate,
-                          center_sampling_radius)                             # (B, M, K)
+                          *per_coordinate, center_sampling_radius)            # (B, M, K)
     # As bit masks (all ones for True) the final test is a bitwise AND whose result is the
     # box's rank where the box claims the location and 0 elsewhere; the largest rank over
     # the boxes is then the smallest box that claims it.
