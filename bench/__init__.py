@@ -8,11 +8,14 @@ from __future__ import annotations
 import time
 
 
-def median_ms(fns: dict, repeats: int) -> dict[str, float]:
-    """Median wall time in ms of each function, runs interleaved so that load hits all alike."""
+def median_ms(fns: dict, repeats: int, warm_up: bool = True) -> dict[str, float]:
+    """Median wall time in ms of each function, runs interleaved so that load hits all alike.
+
+    ``warm_up=False`` when the caller has already run each function once.
+    """
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
+    for fn in fns.values() if warm_up else ():
+        fn()
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()

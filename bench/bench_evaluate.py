@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 
 import numpy as np
 import torch
 
+from bench import median_ms
 from fcos_lib.evaluate import mean_average_precision
 
 IMAGES, NUM_CLASSES, DETECTIONS, MAX_GT = 5000, 20, 100, 20
@@ -134,13 +134,7 @@ def main() -> None:
     maps = {name: fn() for name, fn in fns.items()}  # also the warm-up
     np.testing.assert_allclose(maps["fcos_lib"], maps["pycocotools"], atol=1e-6)
     np.testing.assert_allclose(maps["fcos_lib"], maps["faster-coco-eval"], atol=1e-4)
-    times = {name: [] for name in fns}
-    for _ in range(3):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    t = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    t = {name: ms / 1000 for name, ms in median_ms(fns, repeats=3, warm_up=False).items()}
     print(f"{IMAGES} images x {DETECTIONS} detections, {NUM_CLASSES} classes, "
           f"{len(dataset['annotations'])} boxes; mAP@0.50:0.95 (coco101) = "
           f"{maps['fcos_lib']:.4f} (all agree); torch threads {torch.get_num_threads()}; "

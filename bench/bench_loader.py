@@ -9,8 +9,12 @@ crop, random flip, normalize), batched by ``collate`` in a ``DataLoader`` of 16 
 - *cached*: :class:`fcos_lib.data.cache.DecodedCache` decoded them once (timed separately), and
   a batch only flips and normalizes its ``uint8`` pixels.
 
-Run: ``python -m bench.bench_loader``. Goal: at least 1000 images/s from the cache on 2 cores,
-so that a Colab GPU (about 200-400 images/s for this model in training) never waits for data.
+Run: ``python -m bench.bench_loader``. Goal, a ratio so that it means the same on any machine:
+the cache delivers at least 5x the images/s of the best uncached loader in the same run (about
+11x measured on an idle 2-core machine: ~2945 against ~270 images/s; run it on an idle machine,
+since other processes slow the one-process cached loader more than the 2-worker one). Uncached
+loading is about as fast as a Colab GPU trains this model (200-400 images/s), so without the
+cache the GPU would wait for data.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from fcos_lib.data import VOC_CLASSES, VOCDataset, collate
 from fcos_lib.data.cache import DecodedCache
 
 IMAGES, WIDTH, HEIGHT, BATCH = 400, 500, 375, 16
+GOAL_RATIO = 5.0  # cached images/s over the best uncached loader's
 
 
 def make_folder(root: Path, count: int = IMAGES, seed: int = 0) -> Path:
@@ -83,9 +88,10 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"  {name:<20} {rate:8.0f} images/s")
     print(f"  filling the cache once: {fill:.1f} s ({IMAGES / fill:.0f} images/s)")
-    best = rates["cached, 0 workers"]
-    print(f"cached vs best uncached: x{best / max(rates['uncached, 0 workers'], rates['uncached, 2 workers']):.1f}; "
-          f"goal >= 1000 images/s from the cache: {'met' if best >= 1000 else 'NOT met'}")
+    ratio = rates["cached, 0 workers"] / max(rates["uncached, 0 workers"],
+                                             rates["uncached, 2 workers"])
+    print(f"cached / best uncached: x{ratio:.1f}; "
+          f"goal >= x{GOAL_RATIO:.0f}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}")
 
 
 if __name__ == "__main__":

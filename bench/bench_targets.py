@@ -13,13 +13,11 @@ Run: ``python -m bench.bench_targets``. Goal: fcos_lib at least 5x faster.
 """
 from __future__ import annotations
 
-
 import torch
 from torchvision.models.detection import fcos_resnet50_fpn
-
-from bench import median_ms
 from torchvision.ops import sigmoid_focal_loss
 
+from bench import median_ms
 from fcos_lib.losses import fcos_loss, focal_loss
 from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
 
@@ -45,7 +43,8 @@ def make_inputs(height: int, width: int, seed: int = 0):
     anchors = torch.cat([torch.cat([c - s / 2, c + s / 2], 1) for c, s in zip(centres, STRIDES)])
     targets = []
     for i in range(BATCH):
-        n = MAX_BOXES if i == 0 else 0 if i == 1 else int(torch.randint(1, MAX_BOXES + 1, (1,), generator=gen))
+        n = (MAX_BOXES if i == 0 else 0 if i == 1
+             else int(torch.randint(1, MAX_BOXES + 1, (1,), generator=gen)))
         wh = (torch.rand(n, 2, generator=gen) ** 2) * torch.tensor([width, height]) * 0.7 + 4
         xy = torch.rand(n, 2, generator=gen) * (torch.tensor([width, height]) - wh)
         targets.append({"boxes": torch.cat([xy, xy + wh], 1),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,18 @@ def load_checkpoint(path: str | os.PathLike,
         raise CheckpointError(f"no checkpoint at {path}: train one first "
                               "(python -m fcos_lib train --preset shapes --out DIR)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({err}); delete it and "
-                              "train again, or point to another file") from err
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning precedes the error
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    # What torch's unpicklers raise on bytes that are not a checkpoint.
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as err:
+        # torch's own message advises weights_only=False, which would run code from an
+        # untrusted file: name the error type only, and leave torch's message out.
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: corrupt, truncated or not written by "
+            f"fcos_lib ({type(err).__name__} in torch.load); delete it or re-create it by "
+            "training again (python -m fcos_lib train ...), or point to another file") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not an fcos_lib training checkpoint "
                               f"(it needs the keys {REQUIRED_KEYS})")

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fcos_lib.checkpoint import load_checkpoint
+from fcos_lib.checkpoint import CheckpointError, load_checkpoint
 from fcos_lib.env import pick_device
-from fcos_lib.train import (build_datasets, evaluate_map, get_preset, load_model, plot_metrics,
-                            train)
+from fcos_lib.train import (NonFiniteLossError, build_datasets, evaluate_map, get_preset,
+                            load_model, plot_metrics, train)
 
 TARGET_MAP50 = 0.70  # on the shapes validation split, within 10 minutes of CPU training
 
@@ -86,7 +87,8 @@ def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fcos_lib demo [--out DIR] [--steps N] [--fresh]``; 0 when done."""
+    """``python -m fcos_lib demo [--out DIR] [--steps N] [--fresh]``; 0 when done, 1 on an
+    error (message on stderr), 130 interrupted."""
     parser = argparse.ArgumentParser(prog="python -m fcos_lib demo", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--out", default="runs/demo")
@@ -95,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    m = run_demo(args.out, args.steps, args.device, args.fresh, not args.no_progress)
+    try:
+        m = run_demo(args.out, args.steps, args.device, args.fresh, not args.no_progress)
+    except KeyboardInterrupt:
+        return 130
+    except (NonFiniteLossError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     verdict = "reached" if m["reached_target"] else "BELOW"
     print(f"mAP@0.5 on {m['val_images']} validation images: {m['map50']:.3f} ({verdict} the "
           f"target {TARGET_MAP50}); {m['steps']} steps in {m['train_seconds']:.0f} s of "

@@ -28,15 +28,26 @@ def pick(real, quick):
     return quick if quick_mode() else real
 
 
+def _base() -> Path:
+    """The repository's root when run from it or from its ``notebooks/``, else the current folder."""
+    here = Path.cwd()
+    for folder in (here, here.parent):
+        if (folder / "fcos_lib").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return here
+
+
 def runs_dir() -> Path:
     """Where notebooks and the CLI keep training runs: ``<repo>/runs`` in a clone of the
     repository (a notebook runs in ``notebooks/``), else ``./runs`` (e.g. ``/content/runs``
     on Colab)."""
-    here = Path.cwd()
-    for folder in (here, here.parent):
-        if (folder / "fcos_lib").is_dir() and (folder / "notebooks").is_dir():
-            return folder / "runs"
-    return here / "runs"
+    return _base() / "runs"
+
+
+def data_dir() -> Path:
+    """Where datasets are downloaded to, found like :func:`runs_dir`: ``<repo>/data`` in a
+    clone of the repository, else ``./data`` (e.g. ``/content/data`` on Colab)."""
+    return _base() / "data"
 
 
 def pick_device(prefer: str | None = None) -> torch.device:

@@ -27,8 +27,9 @@ and a detection that matches it is dropped from the list (neither hit nor miss).
 Nothing loops over detections in Python: the candidate (detection, box) pairs of the whole
 dataset are built at once, VOC matching is a handful of scatter operations, and COCO matching
 (each detection must see which boxes earlier ones took) loops over the *rank* of a detection
-within its (image, class) group, handling the r-th detection of every group at once: at
-most ``max_detections`` steps, however many images there are.
+within its (image, class) group, handling the r-th detection of every group at once: as
+many steps as the largest group has detections (at most ``max_detections``, when set),
+however many images there are.
 
 The test suite checks the numbers against pycocotools (``coco101``) and against a
 line-by-line reference of the VOC devkit (``11point``, ``area``). One deliberate difference
@@ -79,6 +80,13 @@ def _stack(dicts: Sequence[dict[str, Tensor]], keys: Sequence[str], what: str
         if any(k not in d for k in required):
             raise ValueError(f"{what}[{i}] has no {[k for k in required if k not in d]}: each "
                              f"{what[:-1]} is a dict with {', '.join(required)}")
+    for i, d in enumerate(dicts):
+        shape = tuple(torch.as_tensor(d["boxes"]).shape)
+        if not (len(shape) == 2 and shape[1] == 4 or shape in ((0,), (4,))):
+            raise ValueError(f"{what}[{i}]['boxes'] has shape {shape}: expected (N, 4) xyxy")
+        if torch.as_tensor(d["labels"]).is_floating_point():
+            raise ValueError(f"{what}[{i}]['labels'] are floats: pass class indices as "
+                             "integers (torch.int64)")
     boxes = [torch.as_tensor(d["boxes"]).reshape(-1, 4) for d in dicts]
     counts = torch.tensor([len(b) for b in boxes], dtype=torch.long)
     out = {"boxes": torch.cat(boxes).detach().cpu().double()}
@@ -227,6 +235,18 @@ def _match_coco(det_group: Tensor, det_rank: Tensor, det_boxes: Tensor, gt_group
 # ------------------------------------------------------------------ curves and areas
 
 
+def interpolated_precision(precision: np.ndarray) -> np.ndarray:
+    """The best precision at each point of a curve or anywhere after it (higher recall).
+
+    Args:
+        precision: (..., K) precision along K score-sorted detections.
+
+    Returns:
+        (..., K), non-increasing along the last axis.
+    """
+    return np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]
+
+
 def average_precision(recall: np.ndarray, precision: np.ndarray, method: str) -> np.ndarray:
     """Area under precision/recall curves, as the benchmark of ``method`` reads it.
 
@@ -242,7 +262,7 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, method: str) ->
     if method == "area":
         rec = np.concatenate([np.zeros((T, 1)), recall, np.ones((T, 1))], axis=1)
         prec = np.concatenate([np.zeros((T, 1)), precision, np.zeros((T, 1))], axis=1)
-        envelope = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+        envelope = interpolated_precision(prec)
         return np.sum((rec[:, 1:] - rec[:, :-1]) * envelope[:, 1:], axis=1)
     if method == "11point":
         points = np.arange(0.0, 1.1, 0.1)  # the devkit's own values (0.30000000000000004, ...)
@@ -251,8 +271,7 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, method: str) ->
     else:
         raise ValueError(f"method={method!r}: choose one of {METHODS}")
     # Precision at recall r = the best precision at any recall >= r, 0 when never reached.
-    envelope = np.concatenate([np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1],
-                               np.zeros((T, 1))], axis=1)
+    envelope = np.concatenate([interpolated_precision(precision), np.zeros((T, 1))], axis=1)
     first = np.stack([np.searchsorted(row, points, side="left") for row in recall])  # (T, R)
     return np.take_along_axis(envelope, first, axis=1).mean(axis=1)
 
@@ -302,6 +321,8 @@ def mean_average_precision(predictions: Sequence[dict[str, Tensor]],
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: choose one of {METHODS}")
+    if max_detections is not None and max_detections < 1:
+        raise ValueError(f"max_detections={max_detections}: at least 1, or None for all")
     matching = matching or ("coco" if method == "coco101" else "voc")
     if matching not in ("voc", "coco"):
         raise ValueError(f"matching={matching!r}: choose 'voc' or 'coco'")
@@ -371,6 +392,9 @@ def mean_average_precision(predictions: Sequence[dict[str, Tensor]],
 def format_table(result: dict[str, Any], class_names: Sequence[str] | None = None) -> str:
     """The per-class AP table of a :func:`mean_average_precision` result, and the mean."""
     classes = sorted(result["num_gt"])
+    if class_names and len(class_names) < len(classes):
+        raise ValueError(f"{len(class_names)} class names for {len(classes)} classes: pass "
+                         "one name per class, in label order")
     names = [class_names[c] if class_names else str(c) for c in classes]
     width = max([len(n) for n in names] + [5])
     lines = [f"{'class':<{width}} {'AP':>6} {'gt':>6} {'dets':>7}"]
@@ -388,6 +412,30 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
 # ------------------------------------------------------------------ command line
 
 
+def _iou_argument(text: str) -> float | str:
+    """``--iou``: 'coco' or a threshold strictly between 0 and 1."""
+    if text == "coco":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give e.g. 0.5, or coco")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not strictly between 0 and 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """``--max-images``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m fcos_lib evaluate --checkpoint PATH --dataset shapes|voc2007-tiny``."""
     parser = argparse.ArgumentParser(prog="python -m fcos_lib evaluate",
@@ -395,9 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train")
     parser.add_argument("--dataset", required=True, choices=["shapes", "voc2007-tiny"])
     parser.add_argument("--split", default="val")
-    parser.add_argument("--iou", default="0.5", help="IoU threshold, or 'coco' (0.50:0.95)")
+    parser.add_argument("--iou", default=0.5, type=_iou_argument,
+                        help="IoU threshold, or 'coco' (0.50:0.95)")
     parser.add_argument("--method", default="area", choices=METHODS)
-    parser.add_argument("--max-images", type=int, help="only the first N images")
+    parser.add_argument("--max-images", type=_positive_int, help="only the first N images")
     parser.add_argument("--root", default="data", help="where VOC lives (voc2007-tiny)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
     parser.add_argument("--out", help="write the table as JSON here")
@@ -406,8 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no checkpoint at {args.checkpoint}; train one with "
               "`python -m fcos_lib train` or `make demo`", file=sys.stderr)
         return 2
-    iou: float | str = args.iou if args.iou == "coco" else float(args.iou)
+    from fcos_lib.checkpoint import CheckpointError
 
+    try:
+        return _evaluate(args)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """The evaluate command after its arguments are parsed; bad input raises."""
     from fcos_lib.data import build_dataset
     from fcos_lib.env import pick_device
     from fcos_lib.inference import predict_dataset
@@ -418,13 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"root": args.root} if args.dataset == "voc2007-tiny" else {}
     dataset = build_dataset(args.dataset, args.split, image_size=config["train"]["image_size"],
                             **extra)
-    if len(dataset.class_names) != len(config["class_names"]):
-        print(f"error: the checkpoint knows {len(config['class_names'])} classes, "
-              f"{args.dataset} has {len(dataset.class_names)}: evaluate on the dataset it was "
-              "trained on", file=sys.stderr)
-        return 2
+    if list(dataset.class_names) != list(config["class_names"]):
+        raise ValueError(f"the checkpoint knows the classes {list(config['class_names'])}, "
+                         f"{args.dataset} has {list(dataset.class_names)}: evaluate on the "
+                         "dataset it was trained on")
     predictions, targets = predict_dataset(model, dataset, max_images=args.max_images)
-    result = mean_average_precision(predictions, targets, iou, args.method,
+    result = mean_average_precision(predictions, targets, args.iou, args.method,
                                     num_classes=len(dataset.class_names))
     names = list(dataset.class_names)
     print(format_table(result, names))

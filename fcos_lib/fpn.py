@@ -72,11 +72,14 @@ class FPN(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Args: features [C3, C4, C5], (B, C_l, H_l, W_l). Returns: [P3, ..., P_max],
         (B, out_channels, H_l, W_l), each level half the size of the previous (rounded up)."""
-        laterals = [conv(c) for conv, c in zip(self.lateral, features)]
+        if len(features) != len(self.lateral):
+            raise ValueError(f"the FPN got {len(features)} feature maps, it needs 3: C3, C4, C5 "
+                             "of the backbone (strides 8, 16, 32)")
+        laterals = [conv(c) for conv, c in zip(self.lateral, features, strict=True)]
         merged = [laterals[-1]]                                      # starts at C5
         for lateral in reversed(laterals[:-1]):                      # C4, then C3
             merged.insert(0, lateral + self.upsample(merged[0], lateral.shape[-2:]))
-        pyramid = [conv(m) for conv, m in zip(self.output, merged)]  # P3, P4, P5
+        pyramid = [conv(m) for conv, m in zip(self.output, merged, strict=True)]  # P3, P4, P5
         if self.extra:
             x = pyramid[-1] if self.p6_from == "p5" else features[-1]
             p6 = self.extra[0](x)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from fcos_lib.targets import decode_boxes
 
@@ -64,22 +64,40 @@ def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor
     strides = torch.full((len(locations),), float(stride), device=locations.device)
     boxes = decode_boxes(box_deltas, locations, strides)              # (B, L, 4)
     boxes = boxes.gather(1, where[..., None].expand(-1, -1, 4))       # (B, k, 4)
-    height, width = image_size
-    boxes = torch.stack([boxes[..., 0].clamp(0, width), boxes[..., 1].clamp(0, height),
-                         boxes[..., 2].clamp(0, width), boxes[..., 3].clamp(0, height)], -1)
-    return boxes, scores, labels, valid
+    return clip_boxes_to_image(boxes, image_size), scores, labels, valid
 
 
-def detect(outputs: dict[str, list], image_size: tuple[int, int], score_thresh: float = 0.05,
-           nms_thresh: float = 0.6, topk_candidates: int = 1000, detections_per_img: int = 100,
-           centerness_in_score: bool = True) -> list[dict[str, Tensor]]:
+def _check_detect_options(image_size: int | tuple[int, int], score_thresh: float,
+                          topk_candidates: int, detections_per_img: int) -> tuple[int, int]:
+    """``image_size`` as (H, W); a ValueError naming the fix for an option out of range."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if len(image_size) != 2:
+        raise ValueError(f"image_size={image_size}: give (H, W) in pixels, e.g. "
+                         "tuple(images.shape[-2:]), or one int for square images")
+    if score_thresh is None:
+        raise ValueError("score_thresh=None: give a number, e.g. 0.05 (0.0 keeps every "
+                         "candidate that top-k keeps)")
+    for name, value in (("topk_candidates", topk_candidates),
+                        ("detections_per_img", detections_per_img)):
+        if value < 1:
+            raise ValueError(f"{name}={value}: it must be at least 1 (defaults: "
+                             "topk_candidates=1000, detections_per_img=100)")
+    return int(image_size[0]), int(image_size[1])
+
+
+def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
+           score_thresh: float = 0.05, nms_thresh: float = 0.6, topk_candidates: int = 1000,
+           detections_per_img: int = 100, centerness_in_score: bool = True
+           ) -> list[dict[str, Tensor]]:
     """Detections of a batch from the raw outputs of ``FCOS.forward``.
 
     Args:
         outputs: per-level lists (see docs/design.md): ``cls_logits`` (B, L_l, C),
             ``box_deltas`` (B, L_l, 4) LTRB divided by the stride, ``centerness`` (B, L_l)
             logits, ``locations`` (L_l, 2) xy pixels, ``strides`` ints.
-        image_size: (H, W) of the input images, pixels: boxes are clipped to it.
+        image_size: (H, W) of the input images, pixels (one int: square images); boxes are
+            clipped to it.
         score_thresh: candidates scoring at most this are dropped.
         nms_thresh: within a class, a box overlapping a better one with IoU above this goes.
         topk_candidates: candidates kept per level and image before NMS.
@@ -90,15 +108,25 @@ def detect(outputs: dict[str, list], image_size: tuple[int, int], score_thresh: 
     Returns:
         B dicts, boxes sorted by score: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,),
         ``labels`` (K,) int64.
+
+    Raises:
+        ValueError: outputs with missing keys or per-level lists of different lengths, an
+            ``image_size`` that is not (H, W), an option out of range.
     """
+    image_size = _check_detect_options(image_size, score_thresh, topk_candidates,
+                                       detections_per_img)
     keys = ("cls_logits", "box_deltas", "centerness", "locations", "strides")
     missing = [k for k in keys if k not in outputs]
     if missing:
         raise ValueError(f"outputs lack {missing}: pass the dict that FCOS.forward returns "
                          "for images alone (without targets)")
+    lengths = {k: len(outputs[k]) for k in keys}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"outputs have per-level lists of different lengths {lengths}: every "
+                         "key needs one entry per pyramid level, as FCOS.forward returns them")
     per_level = [_level_candidates(c, d, z, loc, s, image_size, score_thresh, topk_candidates,
                                    centerness_in_score)
-                 for c, d, z, loc, s in zip(*(outputs[k] for k in keys))]
+                 for c, d, z, loc, s in zip(*(outputs[k] for k in keys), strict=True)]
     boxes, scores, labels, valid = (torch.cat(parts, dim=1) for parts in zip(*per_level))
     batch, num_classes = scores.shape[0], outputs["cls_logits"][0].shape[-1]
     image = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)
@@ -132,6 +160,8 @@ def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 16,
     """
     from fcos_lib.data import collate
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: it must be at least 1 (default 16)")
     device = next(model.parameters()).device
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     predictions, targets = [], []
@@ -184,12 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
 
+    from fcos_lib.checkpoint import CheckpointError
     from fcos_lib.env import pick_device
     from fcos_lib.train import load_model
     from fcos_lib.viz import draw_detections, png_bytes
 
     device = pick_device(args.device)
-    model, config = load_model(args.checkpoint, device)
+    try:
+        model, config = load_model(args.checkpoint, device)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     size, names = config["train"]["image_size"], list(config["class_names"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

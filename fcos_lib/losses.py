@@ -195,6 +195,13 @@ def focal_loss(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
     if not (0 <= alpha <= 1 and gamma >= 0):
         raise ValueError(f"alpha={alpha}, gamma={gamma}: alpha must lie in [0, 1] and gamma "
                          "be at least 0 (torchvision's 'alpha < 0: no weighting' is not offered)")
+    return _focal_sum(logits, labels, alpha, gamma)
+
+
+def _focal_sum(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
+               gamma: float = 2.0) -> Tensor:
+    """:func:`focal_loss` without its checks, for :func:`fcos_loss`, whose labels come from
+    :func:`fcos_lib.targets.pad_targets`, already checked."""
     want_grad = torch.is_grad_enabled() and any(level.requires_grad for level in logits)
     return _FocalLoss.apply(labels, alpha, gamma, want_grad, *logits)
 
@@ -245,7 +252,7 @@ def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
     pos_boxes = gt_boxes[img, box_index]                                      # (P, 4)
     labels = torch.full_like(matched, -1)                                     # (B, L)
     labels[img, loc] = gt_labels[img, box_index]
-    cls = focal_loss(cls_logits, labels)
+    cls = _focal_sum(cls_logits, labels)
 
     pos_locations, pos_strides = locations[loc], loc_strides[loc]             # (P, 2), (P,)
     target_deltas = encode_boxes(pos_boxes, pos_locations, pos_strides)       # (P, 4)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from fcos_lib.backbone import build_backbone
 from fcos_lib.fpn import FPN
 from fcos_lib.head import FCOSHead
+from fcos_lib.inference import detect
 from fcos_lib.losses import BOX_LOSSES, fcos_loss
 
 
@@ -98,6 +99,9 @@ class FCOS(nn.Module):
                  freeze_bn: bool = False, frozen_stages: int = 0, p6_from: str = "p5"):
         super().__init__()
         levels = tuple(int(level) for level in levels)
+        if fpn_channels < 1:
+            raise ValueError(f"fpn_channels={fpn_channels}: the pyramid and the head need at "
+                             "least 1 channel (the tiny preset uses 64, the paper 256)")
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss={box_loss!r}: choose one of {BOX_LOSSES}")
         if size_ranges is not None and len(size_ranges) != len(levels):
@@ -131,7 +135,7 @@ class FCOS(nn.Module):
 
     def check_images(self, images: Tensor) -> None:
         """Raise a ValueError naming the fix when ``images`` is not a (B, 3, H, W) float batch
-        with H and W divisible by 32 (or by the largest stride, when it is smaller)."""
+        of the weights' dtype and device, with H and W divisible by 32."""
         if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"images must be a (B, 3, H, W) tensor, got {shape}; batch single "
@@ -139,15 +143,21 @@ class FCOS(nn.Module):
         if not images.is_floating_point():
             raise ValueError(f"images must be float (normalized with ImageNet mean and std), "
                              f"got {images.dtype}")
-        # C3-C5 and the pyramid's merges need whole cells of the backbone's stride 32; P6
-        # and P7 (strided convs) round up, their points at (i + offset) * stride as usual.
-        step = min(self.strides[-1], 32)
+        weight = next(self.parameters())
+        if images.device != weight.device or images.dtype != weight.dtype:
+            raise ValueError(f"images are {images.dtype} on {images.device}, the model's weights "
+                             f"{weight.dtype} on {weight.device}: move one to the other, e.g. "
+                             "images.to(weight) or model.to(images.device); for mixed precision "
+                             "use torch.autocast")
+        # Then every C3-C5 cell is a whole block of stride x stride pixels and every point
+        # lies inside the image; otherwise the strided convs round up and the last cell hangs
+        # over the edge into the padding (torchvision, too, pads batches to a multiple of 32).
+        # P6 and P7 may round up rather than ask for multiples of 128 (256 for a 224 image).
         height, width = images.shape[-2:]
-        if height % step or width % step:
+        if height % 32 or width % 32:
             raise ValueError(
-                f"image size {height}x{width} is not divisible by {step}, the stride of "
-                f"P{int(math.log2(step))}: resize or pad to {math.ceil(height / step) * step}x"
-                f"{math.ceil(width / step) * step}")
+                f"image size {height}x{width} is not divisible by 32, the stride of C5: "
+                f"resize or pad to {math.ceil(height / 32) * 32}x{math.ceil(width / 32) * 32}")
 
     def locations(self, sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
         """The points of every level (cached per sizes and device): (H_l·W_l, 2) xy pixels."""
@@ -199,8 +209,6 @@ class FCOS(nn.Module):
         Returns:
             B dicts: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,), ``labels`` (K,) int64.
         """
-        from fcos_lib.inference import detect
-
         was_training = self.training
         self.eval()
         try:

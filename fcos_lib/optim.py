@@ -4,6 +4,7 @@ The course trains with SGD (momentum 0.9, weight decay 1e-4) and divides the lea
 by 10 at 60% and 90% of the run; the paper adds a linear warm-up over the first steps, so
 that the randomly initialized head does not blow up under the full learning rate. The
 schedule is a pure function of the step (:func:`lr_factor`): a resumed run recomputes it.
+The names (``schedule``, ``optimizer``, ``amp``) are checked once, by ``TrainConfig``.
 """
 from __future__ import annotations
 
@@ -44,9 +45,7 @@ def lr_factor(step: int, cfg: ScheduleConfig) -> float:
         warm = cfg.warmup_factor * (1 - alpha) + alpha
     if cfg.schedule == "cosine":
         return warm * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
-    if cfg.schedule == "step":
-        return warm * cfg.gamma ** sum(step >= int(m * cfg.steps) for m in cfg.milestones)
-    raise ValueError(f"schedule={cfg.schedule!r}: choose 'step' or 'cosine'")
+    return warm * cfg.gamma ** sum(step >= int(m * cfg.steps) for m in cfg.milestones)
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
@@ -57,12 +56,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     """
     params = [p for p in model.parameters() if p.requires_grad]
     fused = {"fused": True} if params and params[0].device.type == "cuda" else {}
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                               **fused)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
-    raise ValueError(f"optimizer={name!r}: choose 'sgd' or 'adamw'")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -76,7 +72,4 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             return None
         amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
-    if amp not in choices:
-        raise ValueError(f"amp={amp!r}: choose 'auto', 'bf16', 'fp16' or 'off'")
-    return choices[amp]
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]

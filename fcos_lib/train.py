@@ -29,8 +29,8 @@ from fcos_lib.distributed import barrier, init_distributed, shutdown_distributed
 from fcos_lib.env import pick_device, seed_everything
 from fcos_lib.trainer import NonFiniteLossError, Trainer, read_metrics
 
-__all__ = ["TrainConfig", "PRESETS", "get_preset", "train", "load_model", "evaluate_map",
-           "NonFiniteLossError", "read_metrics", "main", "demo_main"]
+__all__ = ["TrainConfig", "PRESETS", "get_preset", "config_with", "train", "load_model",
+           "evaluate_map", "NonFiniteLossError", "read_metrics", "main", "demo_main"]
 
 
 @dataclass
@@ -82,6 +82,28 @@ class TrainConfig:
     checkpoint_every: int = 100
     device: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a bad setting here, with its name and the fix, not deep inside the loop."""
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be a whole number >= 1")
+        for name in ("warmup_steps", "eval_every", "eval_images", "num_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r}: must be a whole number >= 0")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r}: must be a number > 0, e.g. lr=0.01")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
+
+
+# The settings that take one of a few words (checked by TrainConfig.__post_init__).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "cache": ("memory", "disk", "none"), "optimizer": ("sgd", "adamw"),
+    "schedule": ("step", "cosine"), "amp": ("auto", "bf16", "fp16", "off")}
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-friendly: the tiny backbone on generated shapes (see `make demo`).
@@ -113,13 +135,22 @@ def get_preset(name: str, **overrides: Any) -> TrainConfig:
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    return config_with(PRESETS[name], **{"preset": name, "out": f"runs/{name}", **overrides})
+
+
+def config_with(values: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of ``values`` (a preset, or a checkpoint's saved config) with
+    ``overrides`` on top; ``model`` overrides are merged into ``values["model"]``.
+
+    Raises:
+        ValueError: an override is not a field of :class:`TrainConfig`, or a value is bad.
+    """
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; TrainConfig has {sorted(known)}")
-    values = {**PRESETS[name], "preset": name, "out": f"runs/{name}"}
-    values["model"] = {**values.get("model", {}), **overrides.pop("model", {})}
-    return TrainConfig(**{**values, **overrides})
+    model = {**values.get("model", {}), **overrides.pop("model", {})}
+    return TrainConfig(**{**values, **overrides, "model": model})
 
 
 # ------------------------------------------------------------------ building blocks
@@ -203,6 +234,9 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         progress: show a tqdm bar with the running losses.
 
     Raises:
+        ValueError: resuming with settings other than the checkpoint's (only ``steps``,
+            ``device``, ``num_workers``, caching and how often it logs, evaluates and saves
+            may change).
         NonFiniteLossError: the loss became inf or NaN (the last checkpoint is kept).
         KeyboardInterrupt: after saving a checkpoint of the last finished step.
     """

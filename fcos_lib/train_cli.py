@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fcos_lib.checkpoint import CheckpointError, load_checkpoint
-from fcos_lib.train import PRESETS, NonFiniteLossError, TrainConfig, get_preset, read_metrics, train
+from fcos_lib.train import (PRESETS, NonFiniteLossError, TrainConfig, config_with, get_preset,
+                            read_metrics, train)
 
 
 def _parse_value(text: str) -> Any:
@@ -48,8 +49,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     checkpoint = Path(args.out) / "checkpoint.pt"
     if args.resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)["config"]["train"]
-        saved["model"] = {**saved["model"], **overrides.pop("model", {})}
-        return TrainConfig(**{**saved, **overrides, "out": str(args.out)})
+        return config_with(saved, **{**overrides, "out": str(args.out)})
     return get_preset(args.preset, out=str(args.out), **overrides)
 
 

@@ -63,6 +63,7 @@ class Trainer:
         self.progress = progress and info.is_main
         self.out = Path(cfg.out)
         self.path = self.out / "checkpoint.pt"
+        self.net = model  # what one_step calls: run() wraps it in DDP over several processes
         self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay,
                                          cfg.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -91,6 +92,7 @@ class Trainer:
     def restore(self) -> None:
         """Continue from ``<out>/checkpoint.pt``: every state, the step, the clock."""
         state = load_checkpoint(self.path, self.device)
+        check_same_run(self.cfg, state["config"]["train"], self.path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -114,7 +116,6 @@ class Trainer:
             truncate_metrics(self.out / "metrics.jsonl", self.step)
         if self.step >= self.cfg.steps:
             return self.path
-        self.net = self.model
         if self.info.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
@@ -187,7 +188,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
             losses = self.net(images, targets)
-        values = {k: float(v.detach()) for k, v in losses.items()}
+        # One device-to-host copy for all the losses (each float() would wait for the GPU).
+        values = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()])
+                          .tolist()))
         if any_process(not math.isfinite(values["total"]), self.device):
             self.stop_non_finite(values)
         self.optimizer.zero_grad(set_to_none=True)
@@ -221,6 +224,25 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
         if self.on_log is not None:
             self.on_log(record)
+
+
+# Settings a resumed run may change: where it writes, how far it goes, where it runs and how
+# often it reports. Any other change would make the checkpoint's states wrong for the run.
+RESUMABLE_CHANGES = ("out", "steps", "device", "num_workers", "cache", "cache_dir",
+                     "log_every", "eval_every", "eval_images", "checkpoint_every")
+
+
+def check_same_run(cfg, saved: dict[str, Any], path: Path) -> None:
+    """Raise ValueError if ``cfg`` differs from the checkpoint's ``saved`` config in more
+    than :data:`RESUMABLE_CHANGES`."""
+    now = json.loads(json.dumps(asdict(cfg)))  # tuples become lists, as in ``saved``
+    saved = json.loads(json.dumps(saved))
+    differ = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now" for k in now
+              if k not in RESUMABLE_CHANGES and now[k] != saved.get(k)]
+    if differ:
+        raise ValueError(f"cannot resume {path} with changed settings ({'; '.join(differ)}): "
+                         "resume with the checkpoint's settings, or train the new settings "
+                         "in another output folder (--out) or from scratch")
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -13,6 +13,7 @@ of a level.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,9 +22,11 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
+from fcos_lib.evaluate import interpolated_precision
+
 __all__ = ["class_colors", "to_pixels", "png_bytes", "draw_detections", "level_overlays",
-           "overlay_settings", "render_view", "plot_detections_grid", "plot_pr_curves",
-           "plot_loss_curves", "BoxViewer", "box_viewer"]
+           "overlay_settings", "render_view", "plot_pictures", "plot_detections_grid",
+           "plot_pr_curves", "plot_loss_curves", "BoxViewer", "box_viewer"]
 
 GT_COLOR = (255, 255, 255)
 LOCATION_COLOR = (255, 0, 255)  # the points of an FPN level: magenta, seen on most pictures
@@ -99,9 +102,12 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
         uint8 (3, H·scale, W·scale).
     """
     pixels = to_pixels(image, scale)
-    num_classes = len(class_names) if class_names else 1 + max(
-        [int(d["labels"].max()) for d in (prediction, target) if d is not None and len(d["labels"])]
-        + [0])
+    largest = max([int(d["labels"].max()) for d in (prediction, target)
+                   if d is not None and len(d["labels"])] + [0])
+    if class_names and largest >= len(class_names):
+        raise ValueError(f"label {largest} but only {len(class_names)} class names: pass the "
+                         "names of the dataset the model was trained on")
+    num_classes = len(class_names) if class_names else largest + 1
     colors = class_colors(num_classes)
     if target is not None and len(target["boxes"]):
         keep = _class_mask(target["labels"].cpu(), classes)
@@ -152,7 +158,9 @@ def level_overlays(target: dict[str, Tensor], image_size: tuple[int, int],
                                   encode_boxes)
 
     height, width = image_size
-    locations = [level_locations(height // s, width // s, s, location_offset) for s in strides]
+    # Rounded up as the model's P6 and P7 are (a 224 px image has a 2x2 P7 grid, not 1x1).
+    locations = [level_locations(math.ceil(height / s), math.ceil(width / s), s, location_offset)
+                 for s in strides]
     ranges = size_ranges or default_size_ranges(list(strides))
     boxes = target["boxes"].detach().cpu().float()[None]                     # (1, N, 4)
     labels = target["labels"].cpu()[None]
@@ -303,6 +311,10 @@ def plot_pr_curves(result: dict[str, Any], class_names: Sequence[str] | None = N
     import matplotlib.pyplot as plt
 
     classes = list(result["curves"]) if classes is None else list(classes)
+    missing = [c for c in classes if c not in result["curves"]]
+    if missing:
+        raise ValueError(f"no curve for classes {missing}: they have no ground truth; the "
+                         f"classes with curves are {sorted(result['curves'])}")
     ncols = max(1, min(ncols, len(classes)))
     nrows = max(1, -(-len(classes) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
@@ -311,13 +323,14 @@ def plot_pr_curves(result: dict[str, Any], class_names: Sequence[str] | None = N
     for ax, c in zip(axes.flat, classes):
         curve = result["curves"][c]
         recall, precision = curve["recall"], curve["precision"]
-        envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+        envelope = interpolated_precision(precision)
         ax.plot(recall, precision, color="0.6", lw=1, label="precision")
         ax.step(np.r_[0.0, recall], np.r_[envelope[:1], envelope], where="pre", color="C0",
                 lw=1.5, label="interpolated")
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
         ax.set_title(f"{_name(c, class_names)}: AP {result['per_class'][c]:.3f}", fontsize=10)
-    axes.flat[0].legend(loc="lower left", fontsize=8)
+    if classes:  # a legend of an empty panel would warn on stderr
+        axes.flat[0].legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -7,7 +7,8 @@ import hashlib
 import pytest
 import torch
 
-from fcos_lib.data import SHAPE_CLASSES, ShapesDataset, build_dataset, collate, normalize
+from fcos_lib.data import (SHAPE_CLASSES, ShapesDataset, build_dataset, collate, normalize,
+                           resize_and_center_crop)
 
 
 def loads(data, n):
@@ -111,3 +112,24 @@ def test_lengths_build_and_errors():
         ShapesDataset("test")
     with pytest.raises(ValueError, match="unknown dataset"):
         build_dataset("coco", "train")
+
+
+@pytest.mark.parametrize("image, boxes, size, message", [
+    (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), torch.zeros(0, 4), 4, r"uint8 RGB image \(3, H, W\)"),
+    (torch.zeros(8, 8, 3, dtype=torch.uint8), torch.zeros(0, 4), 4, r"uint8 RGB image \(3, H, W\)"),
+    (torch.zeros(3, 8, 8), torch.zeros(0, 4), 4, r"uint8 RGB image.*got torch.float32"),
+    (torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(1, 4, dtype=torch.int64), 4,
+     "floating-point boxes, got torch.int64: convert"),
+    (torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(0, 4), 0, "size must be a positive"),
+])
+def test_resize_and_center_crop_rejects_bad_input(image, boxes, size, message):
+    with pytest.raises(ValueError, match=message):
+        resize_and_center_crop(image, boxes, size)
+
+
+def test_normalize_rejects_float_input():
+    image = ShapesDataset("val", 48, length=1).load(0)[0]
+    assert normalize(image).dtype == torch.float32
+    for already in (normalize(image), image.float() / 255):
+        with pytest.raises(ValueError, match="expects uint8 pixels 0..255, got torch.float32"):
+            normalize(already)

@@ -1,12 +1,15 @@
 """VOC reading and the transforms: boxes checked against hand-computed values and pixels."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from fcos_lib.data import (VOC_CLASSES, VOC2007DetectionTiny, VOCDataset, build_dataset,
                            collate, denormalize, normalize, parse_voc_xml,
                            random_horizontal_flip, resize_and_center_crop)
+from fcos_lib.data.cache import cache_key
 from vocfake import EXPECTED, IMAGES, make_voc_tree
 
 
@@ -71,7 +74,7 @@ def test_tiny_resizes_crops_and_drops_boxes(voc):
     # -> (0,18,20,26) -> clipped (0,18,20,20); bird (4,4,5,9) -> 0.4 px wide, cropped away.
     # 000004, 40x40: x0.5, no crop: person (20,0,40,40) -> (10,0,20,20).
     val = VOC2007DetectionTiny(voc, "val", image_size=20)
-    assert val.cache_key == "voc2007-tiny-val-20px" and not val.train
+    assert val.cache_key.startswith("voc2007-tiny-val-20px-nodifficult-") and not val.train
     images, targets = collate([val[0], val[1]])
     assert images.shape == (2, 3, 20, 20)
     assert targets[0]["boxes"].tolist() == [[0, 18, 20, 20]]
@@ -149,3 +152,23 @@ def test_collate_errors():
         collate([])
     with pytest.raises(ValueError, match="image_size"):
         collate([(torch.zeros(3, 4, 4), {}), (torch.zeros(3, 4, 5), {})])
+
+
+def test_cache_key_names_everything_that_changes_a_sample(voc, tmp_path):
+    """Folder, split, size, difficult objects and class list: two datasets that differ in
+    any of them must not share a decoded cache (labels are cached with the pixels)."""
+    import shutil
+
+    folder = voc / "VOCdevkit/VOC2007"
+    other = tmp_path / "copy"
+    shutil.copytree(voc, other)
+    keys = [VOCDataset(folder, "train", image_size=20).cache_key,
+            VOCDataset(folder, "val", image_size=20).cache_key,
+            VOCDataset(folder, "train", image_size=24).cache_key,
+            VOCDataset(folder, "train", image_size=20, keep_difficult=True).cache_key,
+            VOCDataset(folder, "train", image_size=20,
+                       class_names=list(reversed(VOC_CLASSES))).cache_key,
+            VOCDataset(other / "VOCdevkit/VOC2007", "train", image_size=20).cache_key,
+            VOC2007DetectionTiny(voc, "train", image_size=20).cache_key,
+            VOC2007DetectionTiny(other, "train", image_size=20).cache_key]
+    assert len({cache_key(SimpleNamespace(cache_key=k)) for k in keys}) == len(keys)

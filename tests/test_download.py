@@ -3,6 +3,8 @@ download -> MD5 -> extraction -> dataset path; every failure leaves nothing half
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -173,6 +175,23 @@ def test_dataset_download_flag(tmp_path, archive, monkeypatch):
     assert len(dataset) == 2 and dataset[0][0].shape == (3, 16, 16)
 
 
+def test_dataset_download_flag_finishes_an_unmarked_tree(tmp_path, archive, monkeypatch):
+    # A tree with its split file but without the marker of a finished extraction (an
+    # interrupted run, a copy by hand) is downloaded and extracted again.
+    data, md5 = archive
+    make_voc_tree(tmp_path)
+    with FileServer({"/v.tar": data}) as server:
+        trainval = Archive(NAME, md5, (server.url("/v.tar"),), "1 kB")
+        monkeypatch.setattr(download, "VOC2007_TRAINVAL", trainval)
+        marker = download.marker(tmp_path, trainval)
+        VOC2007DetectionTiny(tmp_path, "train", image_size=16)  # without download: as it is
+        assert len(server.requests) == 0 and not marker.exists()
+        VOC2007DetectionTiny(tmp_path, "train", download=True, image_size=16)
+        assert len(server.requests) == 1 and marker.is_file()
+        VOC2007DetectionTiny(tmp_path, "val", download=True, image_size=16)  # marked: no request
+        assert len(server.requests) == 1
+
+
 def test_command_line(tmp_path, archive, capsys):
     data, md5 = archive
     with FileServer({"/v.tar": data}) as server:
@@ -184,3 +203,25 @@ def test_command_line(tmp_path, archive, capsys):
                      "--quiet"]) == 0
     assert "ready in" in capsys.readouterr().out
     assert (tmp_path / "ok" / "VOCdevkit" / "VOC2007" / "Annotations" / "000004.xml").is_file()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"url": "ftp://example.org/v.tar"}, "not an http:// or https:// address"),
+    ({"url": "data/v.tar"}, "not an http:// or https:// address"),
+    ({"md5": "1234"}, "not an MD5 checksum: give its 32 hex digits"),
+    ({"md5": "g" * 32}, "not an MD5 checksum: give its 32 hex digits"),
+])
+def test_bad_url_or_md5_is_refused_before_anything(tmp_path, options, message):
+    with pytest.raises(DownloadError, match=message):
+        download_voc2007(tmp_path / "data", progress=False, **options)
+    assert not (tmp_path / "data").exists()
+
+
+def test_command_line_bad_arguments_print_an_error_not_a_traceback(tmp_path):
+    for option in (["--url", "ftp://example.org/v.tar"], ["--md5", "xyz"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "fcos_lib", "download", "voc2007", "--root",
+             str(tmp_path / "data"), "--quiet", *option],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.startswith("error: ")
+        assert "Traceback" not in done.stderr

@@ -307,6 +307,16 @@ def test_bad_input_is_named():
         mean_average_precision([], [], method="voc")
     with pytest.raises(ValueError, match="'coco'"):
         mean_average_precision([target | {"scores": torch.ones(1)}], [target], "coco50")
+    scored = target | {"scores": torch.ones(1)}
+    with pytest.raises(ValueError, match=r"predictions\[0\]\['boxes'\] has shape \(4, 5\)"):
+        mean_average_precision([scored | {"boxes": torch.zeros(4, 5)}], [target])
+    with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\] are floats"):
+        mean_average_precision([scored], [target | {"labels": torch.tensor([0.7])}])
+    with pytest.raises(ValueError, match="max_detections=0: at least 1"):
+        mean_average_precision([scored], [target], max_detections=0)
+    result = mean_average_precision([scored], [target | {"labels": torch.tensor([2])}])
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        format_table(result, ["a", "b"])
 
 
 def test_format_table_lists_every_class():
@@ -351,3 +361,31 @@ def test_evaluate_command_errors(checkpoint, tmp_path, capsys):
 
     assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--dataset", "shapes"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+    base = ["--checkpoint", str(checkpoint), "--dataset", "shapes"]
+    for flag, value, message in [("--iou", "abc", "'abc' is not a number"),
+                                 ("--iou", "1.5", "1.5 is not strictly between 0 and 1"),
+                                 ("--max-images", "0", "0 is less than 1")]:
+        with pytest.raises(SystemExit):  # argparse: before anything is loaded
+            main(base + [flag, value])
+        assert message in capsys.readouterr().err
+    # Errors after loading: one line on stderr, exit status 2, no traceback.
+    assert main(base + ["--split", "nosuch", "--max-images", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nosuch" in err and "Traceback" not in err
+    assert main(["--checkpoint", str(checkpoint), "--dataset", "voc2007-tiny",
+                 "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "python -m fcos_lib download voc2007" in err
+
+
+def test_equal_iou_ties_follow_each_benchmark():
+    """A detection overlapping two true boxes with IoU 0.6 each: the VOC devkit takes the
+    first box (so the second detection, a perfect match of that same box, is a duplicate);
+    pycocotools the last (so both detections hit)."""
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10]]),
+                "labels": torch.tensor([0, 0])}]
+    predictions = [{"boxes": torch.tensor([[2.5, 0, 12.5, 10], [0, 0, 10, 10]]),
+                    "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 0])}]
+    voc = mean_average_precision(predictions, targets, 0.5, "area")
+    coco = mean_average_precision(predictions, targets, 0.5, "coco101")
+    assert voc["map"] == pytest.approx(0.5) and coco["map"] == pytest.approx(1.0)

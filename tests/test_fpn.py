@@ -121,3 +121,9 @@ def test_gradients_reach_every_parameter():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FPN(**{"in_channels": IN, "out_channels": 16, **kwargs})
+
+
+def test_refuses_a_wrong_number_of_feature_maps():
+    fpn = FPN(IN, 16)
+    with pytest.raises(ValueError, match="got 2 feature maps, it needs 3: C3, C4, C5"):
+        fpn(features()[1:])

@@ -128,6 +128,45 @@ def test_detect_options_and_batch_independence(tv_case):
         detect({"cls_logits": []}, (8, 8))
 
 
+def test_detect_takes_an_int_as_a_square_image_size(tv_case):
+    _, images, ours, _ = tv_case
+    square = detect(ours, 160, score_thresh=0.3)
+    boxes = torch.cat([d["boxes"] for d in square])
+    assert boxes.max() == 160  # clipped to 160x160: the 224-wide image's boxes are cut at 160
+    same = detect(ours, (160, 160), score_thresh=0.3)
+    torch.testing.assert_close(boxes, torch.cat([d["boxes"] for d in same]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(image_size=(2, 160, 224)), r"image_size=\(2, 160, 224\): give \(H, W\)"),
+    (dict(score_thresh=None), "score_thresh=None: give a number"),
+    (dict(topk_candidates=0), "topk_candidates=0: it must be at least 1"),
+    (dict(detections_per_img=-1), "detections_per_img=-1: it must be at least 1")])
+def test_detect_refuses_bad_options(tv_case, kwargs, message):
+    _, images, ours, _ = tv_case
+    with pytest.raises(ValueError, match=message):
+        detect(ours, **{"image_size": tuple(images.shape[-2:]), **kwargs})
+
+
+def test_detect_refuses_per_level_lists_of_different_lengths(tv_case):
+    _, images, ours, _ = tv_case
+    short = {**ours, "locations": ours["locations"][:3]}  # 5 levels of outputs, 3 of points
+    with pytest.raises(ValueError, match=r"different lengths .*'locations': 3"):
+        detect(short, tuple(images.shape[-2:]))
+
+
+def test_predict_and_predict_dataset_refuse_bad_options():
+    from fcos_lib.data import ShapesDataset
+    from fcos_lib.inference import predict_dataset
+    from fcos_lib.model import FCOS
+
+    model = FCOS(3)
+    with pytest.raises(ValueError, match="topk_candidates=0"):
+        model.predict(torch.randn(1, 3, 64, 64), topk_candidates=0)
+    with pytest.raises(ValueError, match="batch_size=0: it must be at least 1"):
+        predict_dataset(model, ShapesDataset("val", image_size=64, length=4), batch_size=0)
+
+
 def test_model_predict_equals_torchvision_eval_forward():
     # fcos_lib's own FCOS with torchvision's weights (FCOS.from_torchvision), end to end
     from fcos_lib.model import FCOS
@@ -177,3 +216,29 @@ def test_predict_command_names_missing_and_unreadable_files(checkpoint, tmp_path
     assert main(["--checkpoint", str(checkpoint), "--out", str(tmp_path),
                  str(tmp_path / "notes.jpg")]) == 2
     assert "notes.jpg: not an image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["garbage", "pickle", "truncated"])
+def test_predict_command_reports_a_corrupt_checkpoint(checkpoint, tmp_path, capsys, content):
+    import pickle
+
+    from fcos_lib.checkpoint import CheckpointError, load_checkpoint
+    from fcos_lib.inference import main
+
+    bad = tmp_path / "checkpoint.pt"
+    if content == "garbage":
+        bad.write_bytes(b"these bytes are no checkpoint" * 10)
+    elif content == "pickle":  # a plain pickle, not torch.save's format
+        bad.write_bytes(pickle.dumps({"model": 1}))
+    else:
+        data = checkpoint.read_bytes()
+        bad.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*delete it or "
+                                              "re-create it") as error:
+        load_checkpoint(bad)
+    assert "weights_only" not in str(error.value)
+    (tmp_path / "a.png").write_bytes(b"")
+    assert main(["--checkpoint", str(bad), "--out", str(tmp_path), str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad} is not a readable checkpoint")
+    assert "Traceback" not in err and "weights_only" not in err

@@ -129,6 +129,19 @@ def test_bad_images(images, message):
         FCOS(C)(images)
 
 
+def test_images_of_another_dtype_or_device_than_the_weights():
+    model = FCOS(C)
+    with pytest.raises(ValueError, match="float64 on cpu, the model's weights torch.float32"):
+        model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(ValueError, match="on meta, the model's weights .* on cpu: move"):
+        model(torch.empty(1, 3, 64, 64, device="meta"))
+
+
+def test_bad_fpn_channels():
+    with pytest.raises(ValueError, match="fpn_channels=0: .* at least 1 channel"):
+        FCOS(C, fpn_channels=0)
+
+
 def test_p6_p7_round_up_on_sizes_not_divisible_by_128():
     model = FCOS(C, levels=(3, 4, 5, 6, 7)).eval()
     with torch.no_grad():
@@ -212,7 +225,6 @@ def test_no_tensor_made_on_a_fixed_device():
 
 
 def test_predict_restores_training_mode():
-    pytest.importorskip("fcos_lib.inference")
     model = FCOS(C).train()
     detections = model.predict(torch.randn(2, 3, 64, 64), score_thresh=0.0)
     assert model.training and len(detections) == 2

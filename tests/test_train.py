@@ -56,8 +56,26 @@ def test_checkpoint_is_atomic_and_restores_random_states(tmp_path):
     set_rng_state(loaded["rng"])
     assert torch.equal(torch.rand(3), expected)
     assert loaded["step"] == 7 and torch.equal(loaded["model"]["w"], torch.arange(4.0))
-    # A crash while writing leaves a temporary file and the previous checkpoint intact.
-    (path.parent / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"model": {"w": torch.zeros(2)}, "step": 7, "config": {}}, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def crash(obj, f, *args, **kwargs):  # half the bytes reach the disk, then the "kill"
+        if isinstance(f, (str, os.PathLike)):
+            f = open(f, "wb")
+        f.write(b"PK\x03\x04 half a checkpoint")
+        f.flush()
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="killed"):
+        save_checkpoint({"model": {"w": torch.ones(2)}, "step": 8, "config": {}}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before  # nothing partial at the final path
     assert load_checkpoint(path)["step"] == 7
 
 
@@ -321,9 +339,10 @@ def test_mixed_precision_steps_run_and_stay_finite(tmp_path, amp):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path):
+def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path, monkeypatch):
     """The course's recipe end to end on a small VOC-format tree (RegNetX-400MF, random init:
     no download here), its decoded images cached on disk and reused by the next run."""
+    from fcos_lib.data.voc import VOCDataset
     from fcos_lib.train import get_preset, load_model, train
     from tests.vocfake import make_voc_tree
 
@@ -333,11 +352,76 @@ def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path):
                      steps=2, warmup_steps=0, num_workers=0, eval_images=2, device="cpu",
                      model={"pretrained": False}, cache="disk", cache_dir=str(cache),
                      dataset_kwargs={"root": str(tmp_path / "data")})
+    loads = []
+    decode = VOCDataset.load
+
+    def counted(self, index):
+        loads.append(index)
+        return decode(self, index)
+
+    monkeypatch.setattr(VOCDataset, "load", counted)
     path = train(cfg, progress=False)
     model, config = load_model(path)
     assert config["model"]["backbone"] == "regnet_x_400mf" and len(config["class_names"]) == 20
     assert sorted(p.suffix for p in cache.iterdir()) == [".pt", ".pt", ".u8", ".u8"]
+    assert loads  # the first run decoded the images (in this process: a tiny set, no workers)
     # The same run again reads the cache from disk, and starts from the same weights.
+    loads.clear()
     again = train(dataclasses.replace(cfg, out=str(tmp_path / "again")), progress=False)
+    assert loads == []  # not one image decoded again
     assert torch.equal(load_checkpoint(again)["model"]["head.cls_logits.weight"],
                        load_checkpoint(path)["model"]["head.cls_logits.weight"])
+
+
+# ------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"steps": 0}, r"steps=0: must be a whole number >= 1"),
+    ({"batch_size": 0}, r"batch_size=0: must be"),
+    ({"log_every": 0}, r"log_every=0: must be"),
+    ({"checkpoint_every": -1}, r"checkpoint_every=-1: must be"),
+    ({"lr": 0.0}, r"lr=0.0: must be a number > 0"),
+    ({"lr": "fast"}, r"lr='fast': must be a number > 0"),
+    ({"cache": "ram"}, r"cache='ram': choose one of \('memory', 'disk', 'none'\)"),
+    ({"optimizer": "adam"}, r"optimizer='adam': choose one of"),
+    ({"schedule": "linear"}, r"schedule='linear': choose one of"),
+    ({"amp": "fp8"}, r"amp='fp8': choose one of"),
+])
+def test_a_bad_setting_is_refused_when_the_config_is_made(setting, message):
+    from fcos_lib.train import TrainConfig, get_preset
+
+    with pytest.raises(ValueError, match=message):
+        get_preset("shapes", **setting)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**setting)
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    from fcos_lib.train import train
+
+    cfg = tiny_config(tmp_path / "run", steps=2, checkpoint_every=2)
+    train(cfg, progress=False)
+    changed = tiny_config(tmp_path / "run", steps=4, batch_size=2, model={"fpn_channels": 16})
+    with pytest.raises(ValueError, match=r"cannot resume .*fpn_channels.*batch_size: 4 in the "
+                                         r"checkpoint, 2 now.*another output folder"):
+        train(changed, resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2  # left as it was
+    # Going further and reporting differently is still a resume of the same run.
+    path = train(dataclasses.replace(cfg, steps=3, log_every=3), resume=True, progress=False)
+    assert load_checkpoint(path)["step"] == 3
+
+
+def test_cli_errors_are_one_line_not_a_traceback(tmp_path):
+    from fcos_lib.train import train
+
+    train(tiny_config(tmp_path / "run", steps=2, checkpoint_every=2), progress=False)
+    unknown = cli("train", "--out", str(tmp_path / "run"), "--resume", "--set", "lrr=1")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "error: unknown setting(s) ['lrr']" in unknown.stderr
+    changed = cli("train", "--out", str(tmp_path / "run"), "--resume", "--set", "batch_size=2")
+    assert changed.returncode == 1 and "Traceback" not in changed.stderr
+    assert "batch_size: 4 in the checkpoint, 2 now" in changed.stderr
+    demo = cli("demo", "--out", str(tmp_path / "demo"), "--steps", "0")
+    assert demo.returncode == 1 and "Traceback" not in demo.stderr
+    assert "error: steps=0: must be a whole number >= 1" in demo.stderr

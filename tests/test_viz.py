@@ -75,6 +75,8 @@ def test_draw_detections_draws_boxes_in_class_colours_and_filters():
     assert color_at(only_2, 28, 20) == (GRAY,) * 3  # ground truth of class 0 hidden too
     nothing = draw_detections(image, None, None)
     assert torch.equal(nothing, image)
+    with pytest.raises(ValueError, match="label 2 but only 2 class names"):
+        draw_detections(image, prediction, target, class_names=["a", "b"])
 
 
 def test_level_overlays_match_assign_targets():
@@ -95,6 +97,21 @@ def test_level_overlays_match_assign_targets():
     p3 = overlays[0]
     at = ((p3["locations"] - torch.tensor([20.0, 20.0])).abs().sum(1) == 0).nonzero()[0, 0]
     assert p3["positive"][at] and p3["centerness"][at] == pytest.approx(0.5)
+
+
+def test_level_overlays_have_the_models_locations_on_p3_to_p7():
+    """P6 and P7 grids are rounded up (224 px: 4x4 and 2x2): the overlay shows every location
+    the model predicts at, no fewer."""
+    from fcos_lib.model import FCOS
+
+    model = FCOS(num_classes=2, backbone="tiny", levels=(3, 4, 5, 6, 7)).eval()
+    with torch.no_grad():
+        expected = model(torch.zeros(1, 3, 224, 224))["locations"]
+    target, _ = sample()
+    overlays = level_overlays(target, (224, 224), model.strides)
+    assert [len(p) for p in expected][-2:] == [16, 4]
+    for overlay, points in zip(overlays, expected):
+        assert torch.equal(overlay["locations"], points)
 
 
 def test_render_view_overlays_positive_locations():
@@ -157,6 +174,12 @@ def test_plot_pr_curves_and_loss_curves():
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [f"circle: AP {result['per_class'][0]:.3f}",
                       f"triangle: AP {result['per_class'][2]:.3f}"]
+    # The drawn envelope is the interpolated precision whose area is the AP.
+    interpolated = fig.axes[0].lines[1].get_ydata()[1:]
+    curve = result["curves"][0]
+    assert np.array_equal(interpolated, np.maximum.accumulate(curve["precision"][::-1])[::-1])
+    with pytest.raises(ValueError, match=r"no curve for classes \[1\]"):
+        plot_pr_curves(result, NAMES, classes=[1])
     records = [{"step": s, "lr": 0.01, "classification": 1.0 / s, "bbox_regression": 0.5,
                 "bbox_ctrness": 0.6, "total": 2.1, "steps_per_s": 3.0, "train_seconds": s}
                for s in range(1, 6)] + [{"step": 5, "map50": 0.4}]

@@ -10,7 +10,10 @@ back as a memory map), so the next run, or the next Colab session with a Drive f
 decoding too.
 
 One flat buffer rather than a list of tensors: the DataLoader's worker processes share it
-without copying (shared memory, or the page cache for a memory map).
+without copying when they are forked (Linux's default): they inherit the shared memory, or
+the page cache of the memory map. Spawned workers (the default on macOS and Windows) receive
+the in-memory buffer as a handle to the same shared memory, but torch copies a memory-mapped
+buffer whole into shared memory first, so a cache on disk then costs its size in RAM once.
 """
 from __future__ import annotations
 

@@ -23,11 +23,13 @@ import argparse
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -93,8 +95,15 @@ def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
         ``<root>/VOCdevkit/VOC2007``.
 
     Raises:
-        DownloadError: with what went wrong and what to do.
+        DownloadError: with what went wrong and what to do, also for a ``url`` that is not
+            http(s) or an ``md5`` that is not 32 hex digits (checked before any download).
     """
+    if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise DownloadError(f"url {url!r} is not an http:// or https:// address: give the "
+                            "full address of the archive, e.g. https://host/VOCtrainval.tar")
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise DownloadError(f"md5 {md5!r} is not an MD5 checksum: give its 32 hex digits, "
+                            "or leave it out to check the published one")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     trainval = VOC2007_TRAINVAL
@@ -102,16 +111,16 @@ def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
         trainval = Archive(trainval.filename, (md5 or trainval.md5).lower(),
                            (url,) if url else trainval.urls, trainval.size_text)
     for archive in (trainval, VOC2007_TEST) if test else (trainval,):
-        if _marker(root, archive).is_file():
+        if marker(root, archive).is_file():
             continue
         path = fetch(archive, root, progress=progress, timeout=timeout)
         extract(path, root, archive)
     return root / TREE
 
 
-def _marker(root: Path, archive: Archive) -> Path:
+def marker(root: str | os.PathLike, archive: Archive) -> Path:
     """An empty file written after an archive's tree is complete."""
-    return root / TREE / f".extracted-{archive.filename}"
+    return Path(root) / TREE / f".extracted-{archive.filename}"
 
 
 def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 60.0) -> Path:
@@ -285,7 +294,7 @@ def extract(path: Path, root: Path, archive: Archive) -> Path:
             os.replace(tree, destination)
         else:
             _merge(tree, destination)
-        _marker(root, archive).touch()
+        marker(root, archive).touch()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return destination

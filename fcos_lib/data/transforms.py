@@ -51,7 +51,20 @@ def resize_and_center_crop(image: Tensor, boxes: Tensor, size: int,
     Returns:
         ``(image (3, size, size) uint8, boxes (K, 4) float32 xyxy pixels of the new image,
         keep (N,) bool)``.
+
+    Raises:
+        ValueError: ``image`` is not uint8 (3, H, W), ``boxes`` are not floating point, or
+            ``size`` is below 1.
     """
+    if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+        raise ValueError(f"resize_and_center_crop needs one uint8 RGB image (3, H, W), got "
+                         f"{image.dtype} {tuple(image.shape)}: pass a dataset's load() output, "
+                         "one image at a time, before normalize")
+    if not boxes.is_floating_point():
+        raise ValueError(f"resize_and_center_crop needs floating-point boxes, got {boxes.dtype}: "
+                         "convert them with boxes.float() (scaled boxes are fractional)")
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
     h, w = image.shape[-2:]
     box_tv = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w))
     # v2.Resize with an int resizes the shorter side; CenterCrop shifts and clamps the boxes.
@@ -82,7 +95,15 @@ def random_horizontal_flip(image: Tensor, boxes: Tensor, p: float = 0.5) -> tupl
 
 
 def normalize(image: Tensor) -> Tensor:
-    """uint8 (3, H, W) or (B, 3, H, W) -> float32 normalized with ImageNet mean and std."""
+    """uint8 (3, H, W) or (B, 3, H, W) -> float32 normalized with ImageNet mean and std.
+
+    Raises:
+        ValueError: ``image`` is not uint8 (a float image is already normalized, or in 0..1).
+    """
+    if image.dtype != torch.uint8:
+        raise ValueError(f"normalize expects uint8 pixels 0..255, got {image.dtype}: a float "
+                         "image is already normalized or scaled to 0..1; normalize the uint8 "
+                         "image from the dataset's load() instead")
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return (image.float() / 255.0 - mean) / std

@@ -93,6 +93,8 @@ class VOCDataset(torch.utils.data.Dataset):
     stem of image ``i``. An image without objects gives N = 0.
     """
 
+    key_name = "voc"  # the readable start of ``cache_key``
+
     def __init__(self, root: str | os.PathLike, split: str, image_size: int | None = None,
                  keep_difficult: bool = False, train: bool = False,
                  class_names: list[str] | None = None):
@@ -111,8 +113,11 @@ class VOCDataset(torch.utils.data.Dataset):
         index = {name: i for i, name in enumerate(self.class_names)}
         self.ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
         self.annotations = [self._read_annotation(i, index) for i in self.ids]
-        self.cache_key = (f"voc-{self.root.resolve()}-{split}-{image_size or 'orig'}px-"
-                          f"{'difficult' if keep_difficult else 'nodifficult'}")
+        # Everything that changes a cached sample: pixels (folder, split, size) and targets
+        # (class list, difficult objects); cache.cache_key hashes it into a file name.
+        self.cache_key = (f"{self.key_name}-{split}-{image_size or 'orig'}px-"
+                          f"{'difficult' if keep_difficult else 'nodifficult'}-"
+                          f"{self.root.resolve()}-{','.join(self.class_names)}")
 
     def _read_annotation(self, image_id: str, index: dict[str, int]) -> Target:
         path = self.root / "Annotations" / f"{image_id}.xml"
@@ -180,11 +185,13 @@ class VOC2007DetectionTiny(VOCDataset):
         root: the data folder; the images are in ``<root>/VOCdevkit/VOC2007``.
         split: ``"train"`` or ``"val"`` (the official halves of trainval), ``"trainval"``, or
             ``"test"`` (needs the test archive: ``download_voc2007(root, test=True)``).
-        download: fetch and extract VOC 2007 first when it is missing.
+        download: fetch and extract VOC 2007 first when it is missing or its extraction
+            did not finish (no marker file from :func:`~fcos_lib.data.download.download_voc2007`).
         image_size: side of the square images, pixels.
     """
 
     SPLITS = ("train", "val", "trainval", "test")
+    key_name = "voc2007-tiny"
 
     def __init__(self, root: str | os.PathLike = "data", split: str = "train",
                  download: bool = False, image_size: int = 224):
@@ -192,10 +199,14 @@ class VOC2007DetectionTiny(VOCDataset):
             raise ValueError(f"unknown split {split!r}: VOC2007DetectionTiny has {self.SPLITS}")
         folder = voc2007_folder(root)
         present = (folder / "ImageSets" / "Main" / f"{split}.txt").is_file()
-        if not present and download:
-            from fcos_lib.data.download import download_voc2007
+        if download:
+            from fcos_lib.data import download as fetch
 
-            download_voc2007(root, test=split == "test")
+            archive = fetch.VOC2007_TEST if split == "test" else fetch.VOC2007_TRAINVAL
+            # The split file alone does not prove the tree complete (an interrupted merge of
+            # the test archive leaves it): download_voc2007 writes its marker only at the end.
+            if not (present and fetch.marker(root, archive).is_file()):
+                fetch.download_voc2007(root, test=split == "test")
         elif not present:
             test = " --test" if split == "test" else ""
             raise FileNotFoundError(
@@ -203,4 +214,3 @@ class VOC2007DetectionTiny(VOCDataset):
                 f"    python -m fcos_lib download voc2007 --root {root}{test}\n"
                 f"or pass download=True (460 MB for trainval, 451 MB for test).")
         super().__init__(folder, split, image_size=image_size, train=split in ("train", "trainval"))
-        self.cache_key = f"voc2007-tiny-{split}-{image_size}px"
