@@ -17,7 +17,8 @@ import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 
 from bench import median_ms
-from fcos_lib.model import FCOS, PRESETS
+from fcos_lib.config import MODEL_PRESETS as PRESETS
+from fcos_lib.model import FCOS
 
 BATCH = 2
 SIZES = {"tiny": 128, "course": 224, "paper": 512, "torchvision": 512}

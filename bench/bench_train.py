@@ -2,7 +2,7 @@
 
 The network: RegNetX-400MF (random init) with a 64-channel FPN over P3-P7 and torchvision's
 FCOS head, built in torchvision (``BackboneWithFPN``, ``LastLevelP6P7``) and copied into
-fcos_lib with ``FCOS.from_torchvision``, so both sides run the same weights. A step is
+fcos_lib with ``fcos_lib.torchvision_port.from_torchvision``, so both sides run the same weights. A step is
 forward, loss, backward and an SGD update (momentum 0.9), on 16 images of 224 px with up to
 8 boxes each, 2 threads. torchvision's step also runs its transform (normalize, batch) and
 ``compute_loss``; fcos_lib's takes a normalized batch and runs ``fcos_lib.losses``.
@@ -34,6 +34,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from bench import median_ms
 from fcos_lib.data import IMAGENET_MEAN, IMAGENET_STD
 from fcos_lib.model import FCOS
+from fcos_lib.torchvision_port import from_torchvision
 
 BATCH, SIZE, NUM_CLASSES, THREADS = 16, 224, 20, 2
 
@@ -99,7 +100,7 @@ def main(repeats: int = 7) -> None:
     torch.set_num_threads(THREADS)
     raw, normalized, targets = make_batch()
     tv = torchvision_fcos().train()
-    ours = FCOS.from_torchvision(tv).train()
+    ours = from_torchvision(tv).train()
     tv_opt, our_opt = sgd(tv), sgd(ours)
     # The same network: equal raw outputs on the same normalized batch.
     with torch.no_grad():
@@ -129,14 +130,14 @@ def main(repeats: int = 7) -> None:
 
 def variants(model: FCOS, inputs, targets, baseline: float, repeats: int) -> None:
     """The same step with channels-last tensors, the fused SGD, torch.compile."""
-    cl_model = FCOS.from_torchvision(torchvision_fcos()).train().to(
+    cl_model = from_torchvision(torchvision_fcos()).train().to(
         memory_format=torch.channels_last)
     cl_inputs = inputs.contiguous(memory_format=torch.channels_last)
     fns = {"baseline": step_fn(model, sgd(model), inputs, targets, False),
            "channels-last": step_fn(cl_model, sgd(cl_model), cl_inputs, targets, False),
            "fused SGD": step_fn(model, sgd(model, fused=True), inputs, targets, False)}
     times = median_ms(fns, repeats)
-    compiled = torch.compile(FCOS.from_torchvision(torchvision_fcos()).train())
+    compiled = torch.compile(from_torchvision(torchvision_fcos()).train())
     compiled_step = step_fn(compiled, sgd(compiled), inputs, targets, False)
     start = time.perf_counter()
     compiled_step()

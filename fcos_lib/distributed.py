@@ -31,10 +31,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that logs and writes checkpoints."""
         return self.rank == 0
 
     @property
     def active(self) -> bool:
+        """More than one process."""
         return self.world_size > 1
 
 

@@ -16,14 +16,11 @@ Configured as torchvision's FCOS (score 0.2, NMS 0.6, top-k 1000, 100 boxes, cen
 the score, locations at ``i * stride``), the detections equal torchvision's, box for box
 (``tests/test_inference.py``).
 
-``python -m fcos_lib predict --checkpoint PATH IMAGE...`` draws a checkpoint's boxes on
-image files (see :func:`main`).
+:func:`predict_dataset` runs a model over a dataset, :func:`load_image` reads an image file
+as the datasets make images.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +28,11 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from fcos_lib.data import collate, normalize, resize_and_center_crop
 from fcos_lib.targets import decode_boxes
+from fcos_lib.validate import whole
 
-__all__ = ["detect", "predict_dataset", "load_image", "main"]
+__all__ = ["detect", "predict_dataset", "load_image"]
 
 
 def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor,
@@ -78,11 +77,8 @@ def _check_detect_options(image_size: int | tuple[int, int], score_thresh: float
     if score_thresh is None:
         raise ValueError("score_thresh=None: give a number, e.g. 0.05 (0.0 keeps every "
                          "candidate that top-k keeps)")
-    for name, value in (("topk_candidates", topk_candidates),
-                        ("detections_per_img", detections_per_img)):
-        if value < 1:
-            raise ValueError(f"{name}={value}: it must be at least 1 (defaults: "
-                             "topk_candidates=1000, detections_per_img=100)")
+    whole("topk_candidates", topk_candidates, minimum=1, hint="default 1000")
+    whole("detections_per_img", detections_per_img, minimum=1, hint="default 100")
     return int(image_size[0]), int(image_size[1])
 
 
@@ -158,10 +154,7 @@ def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 16,
     Returns:
         ``(predictions, targets)``: one dict per image each, on the CPU.
     """
-    from fcos_lib.data import collate
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: it must be at least 1 (default 16)")
+    whole("batch_size", batch_size, minimum=1, hint="default 16")
     device = next(model.parameters()).device
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     predictions, targets = [], []
@@ -184,8 +177,6 @@ def load_image(path: str | Path, image_size: int) -> tuple[Tensor, Tensor]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from fcos_lib.data import normalize, resize_and_center_crop
-
     try:
         with Image.open(path) as file:
             rgb = np.asarray(file.convert("RGB"))
@@ -195,49 +186,3 @@ def load_image(path: str | Path, image_size: int) -> tuple[Tensor, Tensor]:
     pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1)                   # uint8 (3, H, W)
     pixels, _, _ = resize_and_center_crop(pixels, torch.zeros(0, 4), image_size)
     return pixels, normalize(pixels)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fcos_lib predict --checkpoint PATH [--out DIR] IMAGE...``: one PNG per
-    image, with the detected boxes, in ``--out``."""
-    parser = argparse.ArgumentParser(prog="python -m fcos_lib predict",
-                                     description="Draw a checkpoint's boxes on image files.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train")
-    parser.add_argument("--out", default="predictions", help="folder for the PNGs")
-    parser.add_argument("--score-thresh", type=float, default=0.3,
-                        help="draw boxes scoring above this (default 0.3)")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
-    args = parser.parse_args(argv)
-    missing = [p for p in [args.checkpoint, *args.images] if not Path(p).is_file()]
-    if missing:
-        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
-
-    from fcos_lib.checkpoint import CheckpointError
-    from fcos_lib.env import pick_device
-    from fcos_lib.train import load_model
-    from fcos_lib.viz import draw_detections, png_bytes
-
-    device = pick_device(args.device)
-    try:
-        model, config = load_model(args.checkpoint, device)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    size, names = config["train"]["image_size"], list(config["class_names"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        loaded = [load_image(p, size) for p in args.images]
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    images = torch.stack([normalized for _, normalized in loaded]).to(device)
-    predictions = model.predict(images, score_thresh=args.score_thresh)
-    for path, (pixels, _), pred in zip(args.images, loaded, predictions):
-        drawn = draw_detections(pixels, {k: v.cpu() for k, v in pred.items()}, class_names=names)
-        target = out / f"{Path(path).stem}_boxes.png"
-        target.write_bytes(png_bytes(drawn))
-        print(f"{path}: {len(pred['boxes'])} boxes -> {target}")
-    return 0

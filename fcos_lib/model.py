@@ -13,16 +13,20 @@ it is given); only when weights move between the two conventions must the offset
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fcos_lib.backbone import build_backbone
+from fcos_lib.checkpoint import load_checkpoint
+from fcos_lib.config import FCOSConfig, model_preset
 from fcos_lib.fpn import FPN
 from fcos_lib.head import FCOSHead
 from fcos_lib.inference import detect
-from fcos_lib.losses import BOX_LOSSES, fcos_loss
+from fcos_lib.losses import fcos_loss
 
 
 def level_locations(height: int, width: int, stride: int, offset: float,
@@ -44,91 +48,37 @@ def level_locations(height: int, width: int, stride: int, offset: float,
     return torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)
 
 
-# Each preset: FCOS keyword arguments. A preset with pretrained=True adds "when_pretrained".
-PRESETS: dict[str, dict[str, Any]] = {
-    # CPU and tests: the tiny backbone, a narrow pyramid, two-conv GroupNorm stems.
-    "tiny": dict(backbone="tiny", fpn_channels=64, levels=(3, 4, 5), stem_convs=2,
-                 norm="group"),
-    # EECS 498-007 A4 (Justin Johnson, U. Michigan): RegNetX-400MF with ImageNet weights,
-    # DetectorBackboneWithFPN(out_channels=64) over P3-P5, FCOSPredictionNetwork(
-    # stem_channels=[64, 64]) of 3x3 conv + ReLU without normalization, points at cell
-    # centres, L1 loss on the distances in strides, centerness on the box stem.
-    "course": dict(backbone="regnet_x_400mf", fpn_channels=64, levels=(3, 4, 5), stem_convs=2,
-                   norm="none", box_loss="l1"),
-    # The paper, improved version (Tian et al. 2019/2020): ResNet-50, P3-P7 (P6 from P5),
-    # 256 channels, 4-conv GroupNorm stems, exp with a learnable scale per level, GIoU,
-    # center sampling radius 1.5, centerness on the box stem. With ImageNet weights the
-    # backbone's BatchNorm and its first two stages (stem, res2) are frozen, as in Detectron.
-    "paper": dict(backbone="resnet50", fpn_channels=256, levels=(3, 4, 5, 6, 7), stem_convs=4,
-                  norm="group", box_activation="exp", box_loss="giou",
-                  center_sampling_radius=1.5,
-                  when_pretrained=dict(freeze_bn=True, frozen_stages=2)),
-    # torchvision's fcos_resnet50_fpn: the paper's design with ReLU boxes and points at
-    # i * stride (see FCOS.from_torchvision).
-    "torchvision": dict(backbone="resnet50", fpn_channels=256, levels=(3, 4, 5, 6, 7),
-                        stem_convs=4, norm="group", box_activation="relu", box_loss="giou",
-                        center_sampling_radius=1.5, location_offset=0.0,
-                        when_pretrained=dict(freeze_bn=True, frozen_stages=2)),
-}
-
-
 class FCOS(nn.Module):
     """Fully convolutional one-stage detector (Tian et al., arXiv:1904.01355).
 
+    ``FCOS(num_classes, **options)``: ``options`` are the fields of
+    :class:`fcos_lib.config.FCOSConfig` (backbone, levels, head, loss), which documents them;
+    ``model.config`` is that dataclass, and ``FCOS.from_config(model.config)`` rebuilds the
+    model. :meth:`from_preset` builds a named configuration, :meth:`from_checkpoint` a
+    trained one.
+
     Args:
         num_classes: C, classes without background.
-        backbone: ``"tiny"``, ``"regnet_x_400mf"``, ``"resnet18"`` or ``"resnet50"``.
-        pretrained: ImageNet weights for a torchvision backbone (offline: warning, random).
-        freeze_bn, frozen_stages: see :func:`fcos_lib.backbone.build_backbone`.
-        fpn_channels: width of the pyramid and of the head.
-        levels: ``(3, 4, 5)`` or ``(3, 4, 5, 6, 7)``: P3-P5 or P3-P7.
-        interpolation: FPN top-down upsampling, ``"nearest"`` or ``"bilinear"``.
-        p6_from: ``"p5"`` (improved FCOS, torchvision) or ``"c5"`` (first paper).
-        stem_convs, norm, centerness_on, box_activation: see :class:`fcos_lib.head.FCOSHead`.
-        location_offset: 0.5 (cell centres) or 0.0 (torchvision's corners).
-        box_loss, center_sampling_radius, size_ranges: passed to ``fcos_loss``.
+        **options: :class:`fcos_lib.config.FCOSConfig` fields.
     """
 
-    def __init__(self, num_classes: int, backbone: str = "tiny", pretrained: bool = False,
-                 fpn_channels: int = 64, levels: tuple[int, ...] = (3, 4, 5),
-                 interpolation: str = "nearest", stem_convs: int = 2, norm: str = "group",
-                 centerness_on: str = "box", box_activation: str = "relu",
-                 location_offset: float = 0.5, box_loss: str = "l1",
-                 center_sampling_radius: float | None = None,
-                 size_ranges: list[tuple[float, float]] | None = None,
-                 freeze_bn: bool = False, frozen_stages: int = 0, p6_from: str = "p5"):
+    def __init__(self, num_classes: int, **options: Any):
         super().__init__()
-        levels = tuple(int(level) for level in levels)
-        if fpn_channels < 1:
-            raise ValueError(f"fpn_channels={fpn_channels}: the pyramid and the head need at "
-                             "least 1 channel (the tiny preset uses 64, the paper 256)")
-        if box_loss not in BOX_LOSSES:
-            raise ValueError(f"box_loss={box_loss!r}: choose one of {BOX_LOSSES}")
-        if size_ranges is not None and len(size_ranges) != len(levels):
-            raise ValueError(f"{len(size_ranges)} size ranges for levels {levels}: give one "
-                             "(lo, hi) pair per level, or None for the paper's rule")
-        self.backbone = build_backbone(backbone, pretrained, freeze_bn, frozen_stages)
-        self.fpn = FPN(self.backbone.out_channels, fpn_channels, levels, interpolation, p6_from)
-        self.head = FCOSHead(num_classes, fpn_channels, len(levels), stem_convs, norm=norm,
-                             centerness_on=centerness_on, box_activation=box_activation)
-        self.num_classes = num_classes
-        self.strides = [2 ** level for level in levels]
-        self.location_offset = float(location_offset)
-        ranges = None if size_ranges is None else [[float(lo), float(hi)] for lo, hi in size_ranges]
-        self.loss_config = {"box_loss": box_loss,
-                            "center_sampling_radius": (None if center_sampling_radius is None
-                                                       else float(center_sampling_radius)),
-                            "size_ranges": ranges}
-        self.config = {"num_classes": int(num_classes), "backbone": backbone,
-                       "pretrained": bool(pretrained), "fpn_channels": int(fpn_channels),
-                       "levels": list(levels), "interpolation": interpolation,
-                       "stem_convs": int(stem_convs), "norm": norm,
-                       "centerness_on": centerness_on, "box_activation": box_activation,
-                       "location_offset": self.location_offset, **self.loss_config,
-                       # what the backbone applied: without downloaded weights, no freezing
-                       "freeze_bn": self.backbone.freeze_bn,
-                       "frozen_stages": self.backbone.frozen_stages,
-                       "p6_from": p6_from}
+        cfg = FCOSConfig(num_classes=num_classes, **options)
+        self.backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.freeze_bn,
+                                       cfg.frozen_stages)
+        self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels, cfg.levels,
+                       cfg.interpolation, cfg.p6_from)
+        self.head = FCOSHead(cfg.num_classes, cfg.fpn_channels, len(cfg.levels),
+                             cfg.stem_convs, norm=cfg.norm, centerness_on=cfg.centerness_on,
+                             box_activation=cfg.box_activation)
+        # What the backbone applied: without downloaded weights, no freezing.
+        self.config = replace(cfg, freeze_bn=self.backbone.freeze_bn,
+                              frozen_stages=self.backbone.frozen_stages)
+        self.num_classes = cfg.num_classes
+        self.strides = cfg.strides
+        self.location_offset = cfg.location_offset
+        self.loss_config = cfg.loss_options
         self._locations: dict[tuple, list[Tensor]] = {}
 
     # ------------------------------------------------------------------ forward
@@ -166,6 +116,17 @@ class FCOS(nn.Module):
             self._locations[key] = [level_locations(h, w, s, self.location_offset, device)
                                     for (h, w), s in zip(sizes, self.strides)]
         return self._locations[key]
+
+    def grid(self, height: int, width: int, device: torch.device | str = "cpu") -> list[Tensor]:
+        """The locations of every level for an image of ``height`` x ``width`` pixels, as
+        :meth:`forward` makes them: level l has ceil(H / s_l) x ceil(W / s_l) cells (each
+        stride-2 conv rounds up).
+
+        Returns:
+            Per level, (H_l·W_l, 2) xy pixels, row-major.
+        """
+        sizes = [(math.ceil(height / s), math.ceil(width / s)) for s in self.strides]
+        return self.locations(sizes, torch.device(device))
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None
                 ) -> dict[str, Any]:
@@ -223,101 +184,36 @@ class FCOS(nn.Module):
     # ------------------------------------------------------------------ builders
 
     @classmethod
+    def from_config(cls, config: FCOSConfig | dict[str, Any]) -> FCOS:
+        """The model of a :class:`fcos_lib.config.FCOSConfig` (or of its ``asdict``)."""
+        return cls(**(asdict(config) if isinstance(config, FCOSConfig) else config))
+
+    @classmethod
     def from_preset(cls, name: str, num_classes: int, pretrained: bool = False,
                     **overrides: Any) -> FCOS:
         """A model configured by preset ``name`` (``"tiny"``, ``"course"``, ``"paper"``,
-        ``"torchvision"``; see :data:`PRESETS`), with ``overrides`` applied last."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-        options = dict(PRESETS[name])
-        if_pretrained = options.pop("when_pretrained", {})
-        if pretrained:
-            options.update(if_pretrained)
-        return cls(num_classes=num_classes, pretrained=pretrained, **{**options, **overrides})
+        ``"torchvision"``; see :data:`fcos_lib.config.MODEL_PRESETS`), ``overrides`` last."""
+        return cls.from_config(model_preset(name, num_classes, pretrained, **overrides))
 
     @classmethod
-    def from_torchvision(cls, tv_model: nn.Module) -> FCOS:
-        """fcos_lib's own modules, configured like a torchvision FCOS, with its weights.
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device | None = None
+                        ) -> tuple[FCOS, dict[str, Any]]:
+        """The trained model of a checkpoint, in eval mode, and what the run recorded.
 
-        Works for ``torchvision.models.detection.fcos_resnet50_fpn`` (COCO weights or random)
-        and for an FCOS built in torchvision on a ``BackboneWithFPN`` whose body is a
-        ResNet-18/50 (``conv1`` ... ``layer4``) or RegNetX-400MF (``stem``, ``block1`` ...
-        ``block4``), with P3-P5 or P3-P7 (``LastLevelP6P7``, from P5 or from C5). Read from
-        the model: the backbone, FrozenBatchNorm2d and frozen stages, the pyramid's width and
-        levels, the head's stem depth; fixed as torchvision does them: ReLU boxes, points at
-        i * stride, GroupNorm stems, GIoU, center sampling 1.5. The state dict is renamed key
-        by key and loaded strictly: every weight must find its place. torchvision's image
-        transform (resize, normalize) is not part of the result: feed normalized images of a
-        size divisible by the largest stride.
+        Args:
+            path: a ``checkpoint.pt`` written by :func:`fcos_lib.train.train`.
+            map_location: where the weights go (default: the CPU).
+
+        Returns:
+            ``(model, run)``: ``run`` has ``train`` (the run's ``TrainConfig`` as a dict),
+            ``model`` (the ``FCOSConfig`` as a dict), ``class_names`` and ``step``.
+
+        Raises:
+            fcos_lib.checkpoint.CheckpointError: no checkpoint there, or not a readable one.
         """
-        from torchvision.ops import FrozenBatchNorm2d
-        from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-
-        body, fpn, head = tv_model.backbone.body, tv_model.backbone.fpn, tv_model.head
-        backbone, stages = _torchvision_body(body)
-        extra = fpn.extra_blocks
-        if extra is not None and not isinstance(extra, LastLevelP6P7):
-            raise ValueError(f"from_torchvision: the FPN's extra block {type(extra).__name__} "
-                             "has no counterpart here (P6/P7 convs, LastLevelP6P7, are supported)")
-        trainable = {name for name, p in body.named_parameters() if p.requires_grad}
-        frozen = next((i for i, names in enumerate(stages)
-                       if any(n.startswith(f"{s}.") for s in names for n in trainable)),
-                      len(stages))
-        model = cls.from_preset(
-            "torchvision", head.classification_head.num_classes, backbone=backbone,
-            fpn_channels=fpn.layer_blocks[0][0].out_channels,
-            levels=(3, 4, 5, 6, 7) if extra is not None else (3, 4, 5),
-            p6_from="p5" if extra is None or extra.use_P5 else "c5",
-            freeze_bn=any(isinstance(m, FrozenBatchNorm2d) for m in body.modules()),
-            frozen_stages=frozen,
-            stem_convs=sum(isinstance(m, nn.Conv2d) for m in head.classification_head.conv))
-        state = {torchvision_key(k): v for k, v in tv_model.state_dict().items()}
-        model.load_state_dict(state, strict=True)
-        return model
-
-
-def _torchvision_body(body: nn.Module) -> tuple[str, list[list[str]]]:
-    """The name of the backbone in a torchvision FCOS's body, and its five stages' modules."""
-    from torchvision.models.resnet import BasicBlock
-
-    names = {name for name, _ in body.named_children()}
-    if {"conv1", "layer4"} <= names:
-        basic = isinstance(body.layer1[0], BasicBlock)
-        if (basic, len(body.layer3)) in {(True, 2), (False, 6)}:
-            return ("resnet18" if basic else "resnet50",
-                    [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]])
-    if {"stem", "block4"} <= names and body.block4[0].proj[0].out_channels == 400:
-        return "regnet_x_400mf", [["stem"], ["block1"], ["block2"], ["block3"], ["block4"]]
-    raise ValueError(f"from_torchvision: a backbone body with parts {sorted(names)} is none of "
-                     "resnet18, resnet50, regnet_x_400mf (the ones fcos_lib builds)")
-
-
-# torchvision FCOS state-dict prefixes -> ours (longest first).
-_RENAMES = (
-    ("backbone.fpn.inner_blocks.", "fpn.lateral."),
-    ("backbone.fpn.layer_blocks.", "fpn.output."),
-    ("backbone.fpn.extra_blocks.p6.", "fpn.extra.0."),
-    ("backbone.fpn.extra_blocks.p7.", "fpn.extra.1."),
-    ("backbone.body.", "backbone.body."),
-    ("head.classification_head.conv.", "head.cls_stem."),
-    ("head.classification_head.cls_logits.", "head.cls_logits."),
-    ("head.regression_head.conv.", "head.box_stem."),
-    ("head.regression_head.bbox_reg.", "head.box_deltas."),
-    ("head.regression_head.bbox_ctrness.", "head.centerness."),
-)
-
-
-def torchvision_key(key: str) -> str:
-    """The name in fcos_lib's FCOS of torchvision FCOS's state-dict entry ``key``.
-
-    The FPN's convs sit in a ``Conv2dNormActivation`` in torchvision (``inner_blocks.0.0``):
-    the inner ``.0`` is dropped. Raises KeyError for an entry that has no place here.
-    """
-    for old, new in _RENAMES:
-        if key.startswith(old):
-            rest = key[len(old):]
-            if old.endswith(("inner_blocks.", "layer_blocks.")):
-                level, _, param = rest.split(".", 2)
-                rest = f"{level}.{param}"
-            return new + rest
-    raise KeyError(f"torchvision FCOS entry {key!r} has no counterpart in fcos_lib's FCOS")
+        state = load_checkpoint(path, map_location or "cpu")
+        config = state["config"]
+        # The weights are in the file: nothing to download.
+        model = cls.from_config({**config["model"], "pretrained": False})
+        model.load_state_dict(state["model"])
+        return model.to(map_location or "cpu").eval(), {**config, "step": state["step"]}

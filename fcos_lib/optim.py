@@ -9,33 +9,22 @@ The names (``schedule``, ``optimizer``, ``amp``) are checked once, by ``TrainCon
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 from torch import nn
 
-
-class ScheduleConfig(Protocol):
-    """The fields of ``fcos_lib.train.TrainConfig`` that the schedule reads."""
-
-    steps: int
-    warmup_steps: int
-    warmup_factor: float
-    schedule: str
-    milestones: tuple[float, ...]
-    gamma: float
+from fcos_lib.config import TrainConfig
 
 
-def lr_factor(step: int, cfg: ScheduleConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig) -> float:
     """The learning rate of step ``step`` (0-based) as a fraction of the base rate.
 
     Linear warm-up from ``warmup_factor`` to 1 over ``warmup_steps``, times the decay:
     ``"step"`` multiplies by ``gamma`` at each milestone (a fraction of ``steps``),
     ``"cosine"`` follows half a cosine from 1 down to 0 at ``steps``.
 
-    >>> from types import SimpleNamespace as S
-    >>> cfg = S(steps=100, warmup_steps=10, warmup_factor=0.0, schedule="step",
-    ...         milestones=(0.6, 0.9), gamma=0.1)
+    >>> cfg = TrainConfig(steps=100, warmup_steps=10, warmup_factor=0.0, schedule="step",
+    ...                   milestones=(0.6, 0.9), gamma=0.1)
     >>> [round(lr_factor(s, cfg), 4) for s in (0, 5, 10, 59, 60, 90)]
     [0.0, 0.5, 1.0, 1.0, 0.1, 0.01]
     """

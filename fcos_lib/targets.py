@@ -16,12 +16,18 @@ strict inequalities included, and the parity tests check it location by location
 differs: torchvision ranks boxes by ``1e8 - area`` in float32, which cannot separate areas
 less than 8 px² apart (it then keeps the box listed first); here the smaller area always wins.
 
-Every test splits into an x part and a y part (inside along x and along y, farthest distance
-along x or along y), and the locations of a level form a grid. So the tests are computed on
-the grids' columns and rows, (B, M, W) and (B, M, H) for all levels at once, and only the
-final AND runs on (B, M, H, W), as a bitwise AND of byte masks that leaves each box's rank by
-area where it claims a location; a max over the boxes then picks the smallest. No Python loop
-over images or boxes, little memory, and a few dozen tensor operations in all.
+The assignment is here twice. :func:`assign_targets_plain` states the rules as the paper
+does, one image at a time, on the full table of (location, box) pairs: it is the one to read.
+:func:`assign_targets`, the one training calls, gives the same answer (the tests check it on
+random batches) without that table: every test splits into an x part and a y part, and the
+locations of a level form a grid, so the tests run on the grids' columns and rows, for all
+levels and images at once, and only the final AND runs on (B, M, H, W), as a bitwise AND of
+byte masks that leaves each box's rank by area where it claims a location; a max over the
+boxes then picks the smallest. ``bench/bench_targets.py`` times it.
+
+Why this module is longer than 300 lines: it keeps the plain and the fast assignment side by
+side, so that a reader can compare them, and the pieces both use (box coding, size ranges,
+padding) next to them.
 """
 from __future__ import annotations
 
@@ -147,6 +153,54 @@ def _pad(tensors: list[Tensor], dtype: torch.dtype, device: torch.device,
     tensors = [t if t.dtype == dtype and t.device == device else t.to(device, dtype)
                for t in tensors]
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
+
+
+def assign_targets_plain(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequence[Tensor],
+                         strides: Sequence[int], size_ranges: Sequence[tuple[float, float]],
+                         center_sampling_radius: float | None = None) -> Tensor:
+    """The rules of the paper, written out plainly: the same result as :func:`assign_targets`.
+
+    For each image, the distances from every location (x, y) to the four sides of every box
+    (x0, y0, x1, y1), l* = x - x0, t* = y - y0, r* = x1 - x, b* = y1 - y, make an (L, M, 4)
+    table; then one line per rule.
+
+    Args:
+        gt_boxes: (B, M, 4) xyxy boxes in input pixels, padded (see :func:`pad_targets`).
+        gt_labels: (B, M) int64 labels, -1 on padding rows (which never match).
+        locations: per level, (H_l·W_l, 2) xy in pixels.
+        strides: per level, the stride in pixels.
+        size_ranges: per level, (lo, hi) in pixels (see :func:`default_size_ranges`).
+        center_sampling_radius: None (whole box) or the radius in strides (paper: 1.5).
+
+    Returns:
+        (B, L) int64: the index in [0, M) of the box each location regresses, or -1.
+    """
+    points = torch.cat(list(locations))                                      # (L, 2)
+    x, y = points[:, 0, None], points[:, 1, None]                            # (L, 1) each
+    per_level = [len(p) for p in locations]
+    stride = torch.cat([points.new_full((n,), float(s)) for n, s in zip(per_level, strides)])
+    lo = torch.cat([points.new_full((n,), float(r[0])) for n, r in zip(per_level, size_ranges)])
+    hi = torch.cat([points.new_full((n,), float(r[1])) for n, r in zip(per_level, size_ranges)])
+    matched = []
+    for boxes, labels in zip(gt_boxes, gt_labels):                  # one image: (M, 4), (M,)
+        x0, y0, x1, y1 = boxes.unbind(dim=-1)                                # (M,) each
+        ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)         # (L, M, 4)
+        # 1. Inside: all four distances positive (and, with center sampling, near the centre).
+        ok = (ltrb.amin(dim=-1) > 0) & (labels >= 0)                         # (L, M)
+        if center_sampling_radius is not None:
+            radius = center_sampling_radius * stride[:, None]                # (L, 1)
+            ok &= ((x - (x0 + x1) / 2).abs() < radius) & ((y - (y0 + y1) / 2).abs() < radius)
+        # 2. Scale: the farthest side lies strictly inside the level's range.
+        farthest = ltrb.amax(dim=-1)                                         # (L, M)
+        ok &= (farthest > lo[:, None]) & (farthest < hi[:, None])
+        # 3. Ambiguity: the smallest box wins (argmin keeps the first of equal areas).
+        area = ((x1 - x0) * (y1 - y0)).expand_as(ok)                         # (L, M)
+        if area.shape[1] == 0:
+            matched.append(gt_labels.new_full((len(points),), -1))
+            continue
+        smallest = torch.where(ok, area, math.inf).argmin(dim=1)             # (L,)
+        matched.append(torch.where(ok.any(dim=1), smallest, -1))
+    return torch.stack(matched) if matched else gt_labels.new_zeros(0, len(points))
 
 
 def _axis_tests(coords: Tensor, lo_side: Tensor, hi_side: Tensor, strides: Tensor,
@@ -287,3 +341,40 @@ def gather_targets(matched: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> tupl
     labels = torch.where(positive, gt_labels.gather(1, index), -1)
     boxes = gt_boxes.gather(1, index[..., None].expand(-1, -1, 4)) * positive[..., None]
     return labels, boxes
+
+
+def location_targets(target: dict[str, Tensor], locations: Sequence[Tensor],
+                     strides: Sequence[int], size_ranges: Sequence[tuple[float, float]] | None = None,
+                     center_sampling_radius: float | None = None) -> list[dict[str, Tensor]]:
+    """Which locations of each level learn a box of one image, and their centerness target.
+
+    Args:
+        target: ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,).
+        locations: the model's own locations per level (``outputs["locations"]``, or
+            ``model.grid(H, W)``), (H_l·W_l, 2) xy pixels.
+        strides: the levels' strides; size_ranges, center_sampling_radius: as the model's
+            (``model.loss_config``), None for the paper's ranges and no center sampling.
+
+    Returns:
+        One dict per level, on the CPU: ``locations`` (L_l, 2), ``positive`` (L_l,) bool,
+        ``box`` (L_l,) int64 (the matched box, -1 for background), ``centerness`` (L_l,)
+        (0 on background), ``stride`` (int).
+    """
+    locations = [p.detach().cpu().float() for p in locations]
+    ranges = size_ranges or default_size_ranges(list(strides))
+    boxes = target["boxes"].detach().cpu().float()[None]                     # (1, N, 4)
+    labels = target["labels"].cpu()[None]
+    matched = assign_targets(boxes, labels, locations, list(strides), ranges,
+                             center_sampling_radius)[0]                      # (L,)
+    out = []
+    for points, stride, match in zip(locations, strides,
+                                     matched.split([len(p) for p in locations])):
+        positive = match >= 0
+        centerness = torch.zeros(len(points))
+        if positive.any():
+            ltrb = encode_boxes(boxes[0, match[positive]], points[positive],
+                                torch.full((int(positive.sum()),), float(stride)))
+            centerness[positive] = centerness_target(ltrb)
+        out.append({"locations": points, "positive": positive, "box": match,
+                    "centerness": centerness, "stride": int(stride)})
+    return out

@@ -1,7 +1,8 @@
-"""The training loop behind :func:`fcos_lib.train.train`, and its metrics log.
+"""The training loop: one run's model, optimizer, schedule and data, stepped and saved.
 
-A :class:`Trainer` holds one run's objects (model, optimizer, schedule, gradient scaler,
-data) and steps them. What makes it robust:
+``Trainer(cfg, model, train_set).run()`` trains ``model`` (already on its device) as
+:class:`fcos_lib.config.TrainConfig` says, and returns the path of ``<out>/checkpoint.pt``;
+:func:`fcos_lib.train.train` builds those three from the config alone. What makes it robust:
 
 - Exact resume: a checkpoint holds every state the next step depends on (weights, optimizer
   moments, schedule position, scaler, random states); the batches come from
@@ -28,8 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from fcos_lib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fcos_lib.config import TrainConfig
+from fcos_lib.data import collate
 from fcos_lib.distributed import DistInfo, StepBatchSampler, any_process, barrier
 from fcos_lib.optim import amp_dtype, build_optimizer, lr_factor
+from fcos_lib.runlog import append_record, truncate_metrics
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,29 +41,32 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Trainer:
-    """One run: built from a config, a model and datasets; :meth:`run` trains it.
+    """One run: a config, a model on its device and a training set; :meth:`run` trains it.
 
     Args:
-        cfg: a ``fcos_lib.train.TrainConfig``.
-        model: the detector, on ``device``; ``model(images, targets)`` returns the loss dict.
-        train_set: map-style dataset of ``(image (3, H, W), target)``.
-        collate: makes ``(images (B, 3, H, W), targets)`` of a list of samples.
-        evaluate: ``evaluate(model) -> {"map50": ...}``, called on rank 0.
-        device, info: the device and the place of this process among the processes.
+        cfg: the run's settings (optimizer, schedule, steps, batch size, where to save).
+        model: the detector, on the device to train on; ``model(images, targets)`` returns
+            the loss dict; ``model.config`` (an ``FCOSConfig``) goes into the checkpoints.
+        train_set: map-style dataset of ``(image (3, H, W), target)`` with ``class_names``.
+        evaluate: ``evaluate(model) -> {"map50": ...}``, called on rank 0 every
+            ``cfg.eval_every`` steps and at the end (None: no evaluation).
         on_log: called on rank 0 with each metrics record.
         progress: show a tqdm bar (rank 0 only).
+        info: this process's place among the processes (default: the only one).
     """
 
-    def __init__(self, cfg, model: nn.Module, train_set: Dataset, collate: Callable,
-                 evaluate: Callable[[nn.Module], dict[str, float]], device: torch.device,
-                 info: DistInfo, class_names: list[str],
-                 on_log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, model: nn.Module, train_set: Dataset, *,
+                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+                 on_log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+                 info: DistInfo | None = None):
+        info = info or DistInfo()
         if cfg.batch_size % info.world_size:
             raise ValueError(f"batch_size={cfg.batch_size} does not split evenly over "
                              f"{info.world_size} processes")
-        self.cfg, self.model, self.train_set, self.collate = cfg, model, train_set, collate
-        self.evaluate, self.device, self.info, self.on_log = evaluate, device, info, on_log
-        self.class_names = class_names
+        self.cfg, self.model, self.train_set, self.info = cfg, model, train_set, info
+        self.evaluate, self.on_log = evaluate, on_log
+        self.device = next(model.parameters()).device
+        self.class_names = list(train_set.class_names)
         self.progress = progress and info.is_main
         self.out = Path(cfg.out)
         self.path = self.out / "checkpoint.pt"
@@ -68,8 +75,9 @@ class Trainer:
                                          cfg.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg))
-        self.dtype = amp_dtype(cfg.amp, device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.dtype = amp_dtype(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.dtype == torch.float16)
         self.step, self.seconds = 0, 0.0
         self.saved_step: int | None = None
         self.updating = False  # True while the weights are being changed: no saving then
@@ -81,10 +89,11 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "rng": rng_state(), "train_seconds": self.seconds,
-                "config": {"train": asdict(self.cfg), "model": dict(self.model.config),
+                "config": {"train": asdict(self.cfg), "model": asdict(self.model.config),
                            "class_names": list(self.class_names)}}
 
     def save(self) -> None:
+        """Write the checkpoint of the current step (rank 0), atomically."""
         if self.info.is_main:
             save_checkpoint(self.state(), self.path)
         self.saved_step = self.step
@@ -104,7 +113,7 @@ class Trainer:
 
     # -------------------------------------------------------------- the run
 
-    def run(self, resume: bool) -> Path:
+    def run(self, resume: bool = False) -> Path:
         """Train up to ``cfg.steps``; return the checkpoint's path."""
         if self.path.exists() and not resume:
             raise FileExistsError(f"{self.path} exists: resume it (--resume, resume=True) or "
@@ -113,7 +122,7 @@ class Trainer:
             self.restore()
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            truncate_metrics(self.out / "metrics.jsonl", self.step)
+            truncate_metrics(self.out, self.step)
         if self.step >= self.cfg.steps:
             return self.path
         if self.info.active:
@@ -132,6 +141,7 @@ class Trainer:
         return self.path
 
     def batches(self):
+        """An iterator over the training batches from the current step on."""
         cfg, info = self.cfg, self.info
         sampler = StepBatchSampler(len(self.train_set), cfg.batch_size // info.world_size,
                                    cfg.seed, info.rank, info.world_size, self.step)
@@ -139,12 +149,13 @@ class Trainer:
         # which drives the random flips (in this process when num_workers=0: then a resumed
         # run flips exactly as an uninterrupted one; worker processes reseed per iterator).
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate,
+        loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             generator=generator)
         return iter(loader)
 
     def loop(self) -> None:
+        """Step until ``cfg.steps``: log, save and evaluate on the way."""
         cfg = self.cfg
         batches = self.batches()
         window: dict[str, float] = {}
@@ -172,7 +183,8 @@ class Trainer:
                     window, window_start, window_seconds = {}, self.step, 0.0
                 if self.step % cfg.checkpoint_every == 0 or last:
                     self.save()
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                if self.evaluate and ((cfg.eval_every and self.step % cfg.eval_every == 0)
+                                      or last):
                     if self.info.is_main:
                         self.log({"step": self.step, **self.evaluate(self.model)})
                     barrier()
@@ -208,6 +220,7 @@ class Trainer:
         return values, lr
 
     def stop_non_finite(self, values: dict[str, float]) -> None:
+        """Raise :class:`NonFiniteLossError` naming the step, the losses and the fix."""
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         kept = (f"the last good checkpoint, {self.path} (step {self.saved_step}), is kept"
                 if self.saved_step is not None else "no checkpoint had been written yet")
@@ -220,8 +233,7 @@ class Trainer:
         """Append ``record`` to ``<out>/metrics.jsonl`` and pass it to ``on_log`` (rank 0)."""
         if not self.info.is_main:
             return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.out, record)
         if self.on_log is not None:
             self.on_log(record)
 
@@ -232,7 +244,7 @@ RESUMABLE_CHANGES = ("out", "steps", "device", "num_workers", "cache", "cache_di
                      "log_every", "eval_every", "eval_images", "checkpoint_every")
 
 
-def check_same_run(cfg, saved: dict[str, Any], path: Path) -> None:
+def check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
     """Raise ValueError if ``cfg`` differs from the checkpoint's ``saved`` config in more
     than :data:`RESUMABLE_CHANGES`."""
     now = json.loads(json.dumps(asdict(cfg)))  # tuples become lists, as in ``saved``
@@ -243,20 +255,3 @@ def check_same_run(cfg, saved: dict[str, Any], path: Path) -> None:
         raise ValueError(f"cannot resume {path} with changed settings ({'; '.join(differ)}): "
                          "resume with the checkpoint's settings, or train the new settings "
                          "in another output folder (--out) or from scratch")
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the metrics lines after ``step``: a resumed run writes them again."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines()
-             if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(path)
-
-
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    """The records of ``<out>/metrics.jsonl``, in order (loss lines and ``map50`` lines)."""
-    path = Path(out) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

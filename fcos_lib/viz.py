@@ -1,20 +1,14 @@
-"""Pictures of what the detector sees: boxes, grids, precision/recall and loss curves, and
-an interactive viewer.
+"""Pictures of what the detector sees: boxes, grids, precision/recall and loss curves.
 
 Everything draws with plain functions that return pixels (uint8 (3, H, W), drawn by
-``torchvision.utils.draw_bounding_boxes``) or matplotlib figures. The viewer
-(:class:`BoxViewer`) only wires ipywidgets controls to :func:`render_view`: pick an image,
-a score threshold, the classes to show, ground truth on or off, and an FPN level whose
-positive locations (the points that learn a box, from :func:`fcos_lib.targets.assign_targets`)
-are overlaid, coloured by their centerness target.
-
-Colours: one per class (predictions), white for the ground truth, magenta for the locations
-of a level.
+``torchvision.utils.draw_bounding_boxes``) or matplotlib figures; the interactive viewer
+(:mod:`fcos_lib.viewer`) is built on them. Colours: one per class (predictions), white for
+the ground truth.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,14 +16,15 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
+from fcos_lib.data import denormalize
 from fcos_lib.evaluate import interpolated_precision
+from fcos_lib.runlog import read_metrics
 
-__all__ = ["class_colors", "to_pixels", "png_bytes", "draw_detections", "level_overlays",
-           "overlay_settings", "render_view", "plot_pictures", "plot_detections_grid",
-           "plot_pr_curves", "plot_loss_curves", "BoxViewer", "box_viewer"]
+__all__ = ["class_colors", "to_pixels", "png_bytes", "draw_detections", "plot_pictures",
+           "plot_detections_grid", "plot_pr_curves", "plot_loss_curves", "save_loss_curve",
+           "LiveLossPlot"]
 
 GT_COLOR = (255, 255, 255)
-LOCATION_COLOR = (255, 0, 255)  # the points of an FPN level: magenta, seen on most pictures
 
 
 def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
@@ -52,8 +47,6 @@ def to_pixels(image: Tensor, scale: int = 1) -> Tensor:
             std (as the datasets give them).
         scale: integer enlargement (nearest neighbour), so that small images stay readable.
     """
-    from fcos_lib.data import denormalize
-
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected one image (3, H, W), got {tuple(image.shape)}")
     image = image.detach().cpu()
@@ -110,7 +103,7 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
     num_classes = len(class_names) if class_names else largest + 1
     colors = class_colors(num_classes)
     if target is not None and len(target["boxes"]):
-        keep = _class_mask(target["labels"].cpu(), classes)
+        keep = class_mask(target["labels"].cpu(), classes)
         boxes, labels = target["boxes"].detach().cpu()[keep], target["labels"].cpu()[keep]
         if len(boxes):
             pixels = draw_bounding_boxes(pixels, boxes.float() * scale, width=1,
@@ -118,7 +111,7 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
                                          colors=[GT_COLOR] * len(boxes))
     if prediction is not None and len(prediction["boxes"]):
         scores, labels = prediction["scores"].detach().cpu(), prediction["labels"].cpu()
-        keep = (scores >= score_thresh) & _class_mask(labels, classes)
+        keep = (scores >= score_thresh) & class_mask(labels, classes)
         boxes, scores, labels = prediction["boxes"].detach().cpu()[keep], scores[keep], labels[keep]
         if len(boxes):
             texts = [f"{_name(int(c), class_names)} {float(s):.2f}" for c, s in zip(labels, scores)]
@@ -127,122 +120,11 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
     return pixels
 
 
-def _class_mask(labels: Tensor, classes: Sequence[int] | None) -> Tensor:
+def class_mask(labels: Tensor, classes: Sequence[int] | None) -> Tensor:
+    """(N,) bool: which ``labels`` are among ``classes`` (all of them when None)."""
     if classes is None:
         return torch.ones(len(labels), dtype=torch.bool)
     return torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
-
-
-# ------------------------------------------------------------------ FPN levels
-
-
-def level_overlays(target: dict[str, Tensor], image_size: tuple[int, int],
-                   strides: Sequence[int], location_offset: float = 0.5,
-                   size_ranges: Sequence[tuple[float, float]] | None = None,
-                   center_sampling_radius: float | None = None) -> list[dict[str, Tensor]]:
-    """Which locations of each level learn a box for this image, and their centerness.
-
-    Args:
-        target: ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,).
-        image_size: (H, W) pixels.
-        strides: the model's strides, e.g. (8, 16, 32).
-        location_offset, size_ranges, center_sampling_radius: as the model's (see
-            :func:`fcos_lib.targets.assign_targets`).
-
-    Returns:
-        One dict per level: ``locations`` (L, 2) xy pixels, ``positive`` (L,) bool,
-        ``centerness`` (L,) (0 on background), ``stride`` (int).
-    """
-    from fcos_lib.model import level_locations
-    from fcos_lib.targets import (assign_targets, centerness_target, default_size_ranges,
-                                  encode_boxes)
-
-    height, width = image_size
-    # Rounded up as the model's P6 and P7 are (a 224 px image has a 2x2 P7 grid, not 1x1).
-    locations = [level_locations(math.ceil(height / s), math.ceil(width / s), s, location_offset)
-                 for s in strides]
-    ranges = size_ranges or default_size_ranges(list(strides))
-    boxes = target["boxes"].detach().cpu().float()[None]                     # (1, N, 4)
-    labels = target["labels"].cpu()[None]
-    matched = assign_targets(boxes, labels, locations, list(strides), ranges,
-                             center_sampling_radius)[0]                      # (L_total,)
-    out = []
-    per_level = matched.split([len(p) for p in locations])
-    for points, stride, match in zip(locations, strides, per_level):
-        positive = match >= 0
-        centerness = torch.zeros(len(points))
-        if positive.any():
-            ltrb = encode_boxes(boxes[0, match[positive]], points[positive],
-                                torch.full((int(positive.sum()),), float(stride)))
-            centerness[positive] = centerness_target(ltrb)
-        out.append({"locations": points, "positive": positive, "centerness": centerness,
-                    "stride": int(stride)})
-    return out
-
-
-def overlay_settings(model: torch.nn.Module) -> dict[str, Any]:
-    """The arguments of :func:`level_overlays` that a model fixes: ``strides``,
-    ``location_offset``, ``size_ranges`` and ``center_sampling_radius``."""
-    loss = getattr(model, "loss_config", {})
-    return {"strides": list(model.strides), "location_offset": model.location_offset,
-            "size_ranges": loss.get("size_ranges"),
-            "center_sampling_radius": loss.get("center_sampling_radius")}
-
-
-def _paint_points(pixels: Tensor, points: Tensor, colors: Tensor, radius: int) -> Tensor:
-    """Squares of side 2·radius+1 centred on ``points`` (P, 2) xy pixels, colours (P, 3)."""
-    if len(points) == 0:
-        return pixels
-    pixels = pixels.clone()
-    d = torch.arange(-radius, radius + 1)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    xs = (points[:, 0, None].round().long() + dx.flatten()).clamp(0, pixels.shape[2] - 1)
-    ys = (points[:, 1, None].round().long() + dy.flatten()).clamp(0, pixels.shape[1] - 1)
-    color = colors[:, :, None].expand(-1, -1, xs.shape[1])                  # (P, 3, S)
-    for ch in range(3):
-        pixels[ch, ys.flatten(), xs.flatten()] = color[:, ch].flatten()
-    return pixels
-
-
-def render_view(image: Tensor, target: dict[str, Tensor] | None,
-                prediction: dict[str, Tensor] | None, *, score_thresh: float,
-                classes: Sequence[int] | None, show_gt: bool, level: int | None = None,
-                level_overlay: Sequence[dict[str, Tensor]] | None = None,
-                class_names: Sequence[str] | None = None, scale: int = 1) -> Tensor:
-    """What the viewer shows for one image and one setting of its controls.
-
-    Args:
-        image, target, prediction, class_names, score_thresh, classes, scale: as
-            :func:`draw_detections`.
-        show_gt: draw the ground truth.
-        level: index of the FPN level to overlay (None: none): every location of the level
-            as a magenta dot, its positives as larger dots coloured by centerness (viridis:
-            dark near a box's side, yellow at its centre).
-        level_overlay: the image's :func:`level_overlays`, needed when ``level`` is set.
-
-    Returns:
-        uint8 (3, H·scale, W·scale).
-    """
-    pixels = to_pixels(image, scale)
-    if level is not None:
-        if level_overlay is None or not 0 <= level < len(level_overlay):
-            raise ValueError(f"level={level} needs level_overlay with that level: pass "
-                             "level_overlays(target, ...) for this image")
-        from matplotlib import colormaps
-
-        over = level_overlay[level]
-        where = over["locations"].float() * scale + (scale - 1) / 2
-        dots = torch.tensor(LOCATION_COLOR, dtype=torch.uint8).expand(len(where), 3)
-        pixels = _paint_points(pixels, where, dots, scale // 4)
-        pos = over["positive"]
-        rgb = colormaps["viridis"](over["centerness"][pos].numpy())[:, :3]
-        pixels = _paint_points(pixels, where[pos], torch.from_numpy((rgb * 255).round()).to(
-            torch.uint8), max(1, scale // 2))
-    # The picture is enlarged already: enlarge the boxes to match.
-    prediction, target = (None if d is None else {**d, "boxes": d["boxes"] * scale}
-                          for d in (prediction, target if show_gt else None))
-    return draw_detections(pixels, prediction, target, class_names=class_names,
-                           score_thresh=score_thresh, classes=classes)
 
 
 # ------------------------------------------------------------------ figures
@@ -368,104 +250,40 @@ def plot_loss_curves(records: Sequence[dict[str, Any]]):
     return fig
 
 
-# ------------------------------------------------------------------ the interactive viewer
+def save_loss_curve(out: str | Path) -> Path:
+    """Draw the loss curves (and mAP points) of ``<out>/metrics.jsonl`` to
+    ``<out>/loss_curve.png``; return that path."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_loss_curves(read_metrics(out))
+    path = Path(out) / "loss_curve.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
-class BoxViewer:
-    """Interactive viewer: ipywidgets controls wired to :func:`render_view`.
-
-    Controls: ``index`` (slider) and ``index_text`` (the same number, typed), ``score``
-    (threshold), ``classes`` (which to show), ``show_gt``, ``level`` (FPN level overlay or
-    none). The picture is ``image`` (an ``ipywidgets.Image``, PNG); ``last_view`` holds the
-    uint8 pixels last drawn. Display the viewer itself (or ``viewer.widget``) in a notebook.
+class LiveLossPlot:
+    """An ``on_log`` callback for notebooks: the loss curves, redrawn in place as it trains.
 
     Args:
-        images: (N, 3, H, W) normalized, or a list of (3, H, W).
-        targets, predictions: N dicts each (predictions may be None: ground truth only).
-        class_names: the dataset's class names.
-        strides, location_offset, size_ranges, center_sampling_radius: the model's, for the
-            level overlay (see :func:`level_overlays`).
-        scale: enlargement of the pictures.
-        score_thresh: the threshold's initial value.
+        every: redraw after this many loss records (evaluation records always redraw).
+        records: earlier records to start from (e.g. ``read_metrics(out)`` when resuming).
     """
 
-    def __init__(self, images, targets: Sequence[dict[str, Tensor]],
-                 predictions: Sequence[dict[str, Tensor]] | None, class_names: Sequence[str],
-                 *, strides: Sequence[int] = (8, 16, 32), location_offset: float = 0.5,
-                 size_ranges: Sequence[tuple[float, float]] | None = None,
-                 center_sampling_radius: float | None = None, scale: int = 3,
-                 score_thresh: float = 0.3):
-        import ipywidgets as w
+    def __init__(self, every: int = 5, records: list[dict[str, Any]] | None = None):
+        self.every, self.records, self.handle = every, list(records or []), None
 
-        if len(images) != len(targets) or (predictions is not None
-                                           and len(predictions) != len(images)):
-            raise ValueError(f"{len(images)} images, {len(targets)} targets and "
-                             f"{len(predictions) if predictions is not None else 0} predictions"
-                             ": pass one of each per image")
-        self.images, self.targets, self.predictions = images, targets, predictions
-        self.class_names = list(class_names)
-        self.strides, self.scale = list(strides), scale
-        self._overlay_args = dict(location_offset=location_offset, size_ranges=size_ranges,
-                                  center_sampling_radius=center_sampling_radius)
-        last = len(images) - 1
-        self.index = w.IntSlider(0, min=0, max=last, description="image", continuous_update=False)
-        self.index_text = w.BoundedIntText(0, min=0, max=last, description="number",
-                                           layout=w.Layout(width="160px"))
-        self.score = w.FloatSlider(score_thresh, min=0.0, max=1.0, step=0.05,
-                                   description="score >=", continuous_update=False)
-        self.classes = w.SelectMultiple(options=[(n, i) for i, n in enumerate(self.class_names)],
-                                        value=tuple(range(len(self.class_names))),
-                                        description="classes", rows=min(6, len(self.class_names)))
-        self.show_gt = w.Checkbox(True, description="ground truth (white)")
-        self.level = w.Dropdown(options=[("no level", None)] + [
-            (f"P{int(np.log2(s))} (stride {s})", i) for i, s in enumerate(self.strides)],
-            value=None, description="positives")
-        self.image = w.Image(format="png")
-        self.info = w.HTML()
-        self.last_view: Tensor | None = None
-        # The slider and the text box show one number: each follows the other.
-        self.index.observe(lambda c: setattr(self.index_text, "value", c["new"]), "value")
-        self.index_text.observe(lambda c: setattr(self.index, "value", c["new"]), "value")
-        for control in (self.index, self.score, self.classes, self.show_gt, self.level):
-            control.observe(self.redraw, "value")
-        self.widget = w.VBox([w.HBox([self.index, self.index_text]),
-                              w.HBox([self.score, self.show_gt, self.level]),
-                              w.HBox([self.classes, self.info]), self.image])
-        self.redraw()
+    def __call__(self, record: dict[str, Any]) -> None:
+        """Take one metrics record; redraw when it is time."""
+        self.records.append(record)
+        if "total" in record and sum("total" in r for r in self.records) % self.every:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
 
-    def redraw(self, change: dict | None = None) -> None:
-        """Draw the picture for the controls' current values (called on every change)."""
-        i = self.index.value
-        image, target = self.images[i], self.targets[i]
-        prediction = self.predictions[i] if self.predictions is not None else None
-        overlay = None
-        if self.level.value is not None:
-            overlay = level_overlays(target, tuple(image.shape[-2:]), self.strides,
-                                     **self._overlay_args)
-        view = render_view(image, target, prediction, score_thresh=self.score.value,
-                           classes=list(self.classes.value), show_gt=self.show_gt.value,
-                           level=self.level.value, level_overlay=overlay,
-                           class_names=self.class_names, scale=self.scale)
-        self.last_view = view
-        self.image.value = png_bytes(view)
-        shown = 0
-        if prediction is not None:
-            shown = int(((prediction["scores"] >= self.score.value)
-                         & _class_mask(prediction["labels"].cpu(), self.classes.value)).sum())
-        text = f"image {i}: {shown} predicted boxes shown, {len(target['boxes'])} true boxes"
-        if overlay is not None:
-            text += f"<br>{int(overlay[self.level.value]['positive'].sum())} positive locations"
-        self.info.value = text
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-
-def box_viewer(images, targets: Sequence[dict[str, Tensor]],
-               predictions: Sequence[dict[str, Tensor]] | None, class_names: Sequence[str],
-               model: torch.nn.Module | None = None, **kwargs: Any) -> BoxViewer:
-    """A :class:`BoxViewer`; with ``model``, the level overlay uses the model's strides,
-    location offset and target-assignment settings."""
-    if model is not None:
-        kwargs = {**overlay_settings(model), **kwargs}
-    return BoxViewer(images, targets, predictions, class_names, **kwargs)
+        fig = plot_loss_curves(self.records)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)

@@ -13,12 +13,12 @@ def checkpoint(tmp_path_factory):
     from fcos_lib.checkpoint import save_checkpoint
     from fcos_lib.data import SHAPE_CLASSES
     from fcos_lib.model import FCOS
-    from fcos_lib.train import get_preset
+    from fcos_lib.config import get_preset
 
     torch.manual_seed(0)
     model = FCOS(len(SHAPE_CLASSES))
     path = tmp_path_factory.mktemp("run") / "checkpoint.pt"
-    config = {"train": asdict(get_preset("shapes", image_size=64)), "model": model.config,
+    config = {"train": asdict(get_preset("shapes", image_size=64)), "model": asdict(model.config),
               "class_names": list(SHAPE_CLASSES)}
     save_checkpoint({"model": model.state_dict(), "step": 0, "config": config}, path)
     return path

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from fcos_lib.data import VOC2007DetectionTiny, download
-from fcos_lib.data.download import (Archive, DownloadError, check_members, download_voc2007,
-                                    main)
+from fcos_lib.commands.download import main
+from fcos_lib.data.download import Archive, DownloadError, check_members, download_voc2007
 from vocfake import FileServer, make_voc_tar, make_voc_tree
 
 NAME = "VOCtrainval_06-Nov-2007.tar"

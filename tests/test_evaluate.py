@@ -312,7 +312,7 @@ def test_bad_input_is_named():
         mean_average_precision([scored | {"boxes": torch.zeros(4, 5)}], [target])
     with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\] are floats"):
         mean_average_precision([scored], [target | {"labels": torch.tensor([0.7])}])
-    with pytest.raises(ValueError, match="max_detections=0: at least 1"):
+    with pytest.raises(ValueError, match="max_detections=0: must be a whole number >= 1"):
         mean_average_precision([scored], [target], max_detections=0)
     result = mean_average_precision([scored], [target | {"labels": torch.tensor([2])}])
     with pytest.raises(ValueError, match="2 class names for 3 classes"):
@@ -336,10 +336,10 @@ def test_format_table_lists_every_class():
 
 
 def test_evaluate_command_prints_table_and_writes_json(checkpoint, tmp_path, capsys):
-    from fcos_lib.__main__ import main
+    from fcos_lib.commands import main
     from fcos_lib.data import build_dataset
     from fcos_lib.inference import predict_dataset
-    from fcos_lib.train import load_model
+    from fcos_lib.model import FCOS
 
     out = tmp_path / "results.json"
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "shapes",
@@ -348,7 +348,7 @@ def test_evaluate_command_prints_table_and_writes_json(checkpoint, tmp_path, cap
     report = json.loads(out.read_text())
     assert report["images"] == 6 and set(report["per_class"]) == {"circle", "square", "triangle",
                                                                   "star", "ring", "cross"}
-    model, _ = load_model(checkpoint)
+    model, _ = FCOS.from_checkpoint(checkpoint)
     predictions, targets = predict_dataset(model, build_dataset("shapes", "val", image_size=64),
                                            max_images=6)
     expected = mean_average_precision(predictions, targets, 0.5, "area", num_classes=6)
@@ -357,7 +357,7 @@ def test_evaluate_command_prints_table_and_writes_json(checkpoint, tmp_path, cap
 
 
 def test_evaluate_command_errors(checkpoint, tmp_path, capsys):
-    from fcos_lib.evaluate import main
+    from fcos_lib.commands.evaluate import main
 
     assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--dataset", "shapes"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 
 from fcos_lib.inference import detect
+from fcos_lib.torchvision_port import from_torchvision
 
 NUM_CLASSES = 6
 TV_SETTINGS = dict(score_thresh=0.2, nms_thresh=0.6, topk_candidates=1000,
@@ -140,8 +141,8 @@ def test_detect_takes_an_int_as_a_square_image_size(tv_case):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(image_size=(2, 160, 224)), r"image_size=\(2, 160, 224\): give \(H, W\)"),
     (dict(score_thresh=None), "score_thresh=None: give a number"),
-    (dict(topk_candidates=0), "topk_candidates=0: it must be at least 1"),
-    (dict(detections_per_img=-1), "detections_per_img=-1: it must be at least 1")])
+    (dict(topk_candidates=0), "topk_candidates=0: must be a whole number >= 1"),
+    (dict(detections_per_img=-1), "detections_per_img=-1: must be a whole number >= 1")])
 def test_detect_refuses_bad_options(tv_case, kwargs, message):
     _, images, ours, _ = tv_case
     with pytest.raises(ValueError, match=message):
@@ -163,16 +164,16 @@ def test_predict_and_predict_dataset_refuse_bad_options():
     model = FCOS(3)
     with pytest.raises(ValueError, match="topk_candidates=0"):
         model.predict(torch.randn(1, 3, 64, 64), topk_candidates=0)
-    with pytest.raises(ValueError, match="batch_size=0: it must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size=0: must be a whole number >= 1"):
         predict_dataset(model, ShapesDataset("val", image_size=64, length=4), batch_size=0)
 
 
 def test_model_predict_equals_torchvision_eval_forward():
-    # fcos_lib's own FCOS with torchvision's weights (FCOS.from_torchvision), end to end
+    # fcos_lib's own FCOS with torchvision's weights (from_torchvision), end to end
     from fcos_lib.model import FCOS
 
     model = torchvision_fcos(128, 256, seed=2)  # sizes divisible by 128: the same P7 grid
-    ours = FCOS.from_torchvision(model)
+    ours = from_torchvision(model)
     images = torch.rand(2, 3, 128, 256, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expected = model(list(images))
@@ -187,7 +188,7 @@ def test_predict_command_draws_boxes_on_image_files(checkpoint, tmp_path, capsys
     import numpy as np
     from PIL import Image
 
-    from fcos_lib.__main__ import main
+    from fcos_lib.commands import main
 
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
@@ -207,7 +208,7 @@ def test_predict_command_draws_boxes_on_image_files(checkpoint, tmp_path, capsys
 
 
 def test_predict_command_names_missing_and_unreadable_files(checkpoint, tmp_path, capsys):
-    from fcos_lib.inference import main
+    from fcos_lib.commands.predict import main
 
     assert main(["--checkpoint", str(checkpoint), str(tmp_path / "missing.jpg")]) == 2
     err = capsys.readouterr().err
@@ -223,7 +224,7 @@ def test_predict_command_reports_a_corrupt_checkpoint(checkpoint, tmp_path, caps
     import pickle
 
     from fcos_lib.checkpoint import CheckpointError, load_checkpoint
-    from fcos_lib.inference import main
+    from fcos_lib.commands.predict import main
 
     bad = tmp_path / "checkpoint.pt"
     if content == "garbage":

@@ -12,8 +12,9 @@ from torchvision.models.detection import fcos_resnet50_fpn
 from torchvision.ops import sigmoid_focal_loss
 
 from fcos_lib import losses as losses_module
-from fcos_lib.losses import fcos_loss, focal_loss, num_positives
+from fcos_lib.losses import fcos_loss, focal_loss, focal_loss_plain, num_positives
 from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
+from fcos_lib.torchvision_port import from_torchvision
 
 # torchvision infers a level's stride as image size // feature size: at sizes not divisible
 # by 128 its P6/P7 anchors leave the i * stride grid (160 px wide: a P6 "stride" of 53 px).
@@ -143,8 +144,7 @@ def _freeze_batchnorm(model):
 
 def test_end_to_end_through_from_torchvision(tv):
     """fcos_lib's model built from torchvision's, in training mode: the same loss dict."""
-    model = pytest.importorskip("fcos_lib.model")
-    ours = _freeze_batchnorm(model.FCOS.from_torchvision(tv))
+    ours = _freeze_batchnorm(from_torchvision(tv))
     _freeze_batchnorm(tv)
     try:
         images, targets = random_batch(4)
@@ -304,6 +304,25 @@ def test_focal_loss_equals_torchvision(monkeypatch, piece, alpha, gamma):
         assert torch.isfinite(ours).all()
         finite = torch.isfinite(theirs)
         torch.testing.assert_close(ours.double()[finite], theirs[finite], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (0.0, 0.0), (1.0, 1.5), (0.5, 5.0)])
+def test_plain_focal_loss_equals_the_fast_one_and_torchvision(alpha, gamma):
+    """The formula as notebook 05 teaches it, the fast version training runs, and torchvision
+    on its one-hot targets: one value and one gradient (float64)."""
+    levels, labels = focal_inputs(torch.Generator().manual_seed(6), torch.float64)
+    values, grads = [], []
+    for fn in (focal_loss_plain, focal_loss, torchvision_focal):
+        leaves = [lv.detach().clone().requires_grad_() for lv in levels]
+        value = fn(leaves, labels, alpha, gamma)
+        values.append(value.item())
+        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(value, leaves)]))
+    assert values[0] == pytest.approx(values[1], rel=1e-9) == pytest.approx(values[2], rel=1e-9)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-7, atol=1e-12)
+    # and it is the focal loss: with a wrong alpha or gamma the value moves
+    assert focal_loss_plain(levels, labels, 1 - alpha, gamma).item() != pytest.approx(values[0]) \
+        or alpha == 0.5
+    assert focal_loss_plain(levels, labels, alpha, gamma + 1).item() != pytest.approx(values[0])
 
 
 def test_focal_loss_gradient_by_finite_differences():

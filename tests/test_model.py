@@ -3,6 +3,7 @@ perturbed weights; BatchNorm and FrozenBatchNorm), locations, the output layout 
 preset and several sizes, input checks, config round trip, losses, gradients, devices."""
 import json
 import math
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -15,8 +16,11 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from fcos_lib.config import MODEL_PRESETS as PRESETS
+from fcos_lib.config import FCOSConfig
 from fcos_lib.losses import fcos_loss
-from fcos_lib.model import FCOS, PRESETS, level_locations
+from fcos_lib.model import FCOS, level_locations
+from fcos_lib.torchvision_port import from_torchvision, torchvision_key
 
 C = 4
 KEYS = ("cls_logits", "box_deltas", "centerness", "locations", "strides")
@@ -51,9 +55,9 @@ def test_from_torchvision_equals_torchvision(kind):
     tv = (fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=C)
           if kind == "batchnorm" else frozen_tv_fcos())
     tv = perturb(tv).eval()
-    ours = FCOS.from_torchvision(tv).eval()
-    assert ours.config["freeze_bn"] == (kind == "frozen")
-    assert ours.config["frozen_stages"] == (2 if kind == "frozen" else 0)
+    ours = from_torchvision(tv).eval()
+    assert ours.config.freeze_bn == (kind == "frozen")
+    assert ours.config.frozen_stages == (2 if kind == "frozen" else 0)
     frozen = {n for n, p in ours.backbone.body.named_parameters() if not p.requires_grad}
     assert frozen == {n for n, p in tv.backbone.body.named_parameters() if not p.requires_grad}
 
@@ -79,7 +83,6 @@ def test_from_torchvision_equals_torchvision(kind):
 
 
 def test_from_torchvision_refuses_foreign_weights():
-    from fcos_lib.model import torchvision_key
     with pytest.raises(KeyError, match="no counterpart"):
         torchvision_key("anchor_generator.cell_anchors")
 
@@ -138,7 +141,7 @@ def test_images_of_another_dtype_or_device_than_the_weights():
 
 
 def test_bad_fpn_channels():
-    with pytest.raises(ValueError, match="fpn_channels=0: .* at least 1 channel"):
+    with pytest.raises(ValueError, match="fpn_channels=0: must be a whole number >= 1; the tiny preset uses 64"):
         FCOS(C, fpn_channels=0)
 
 
@@ -156,14 +159,14 @@ def test_config_is_plain_and_rebuilds_the_model(tmp_path):
     model = FCOS.from_preset("tiny", C, interpolation="bilinear", box_activation="exp",
                              centerness_on="cls", size_ranges=[(0, 48), (48, 96), (96, math.inf)],
                              center_sampling_radius=1.5)
-    config = model.config
-    assert json.loads(json.dumps(config)) == config  # plain Python types
+    config = asdict(model.config)
+    assert FCOSConfig(**json.loads(json.dumps(config))) == model.config  # plain Python types
     assert config["num_classes"] == C and config["interpolation"] == "bilinear"
     assert model.loss_config == {"box_loss": "l1", "center_sampling_radius": 1.5,
                                  "size_ranges": [[0.0, 48.0], [48.0, 96.0], [96.0, math.inf]]}
     torch.save({"config": config}, tmp_path / "c.pt")
     config = torch.load(tmp_path / "c.pt", weights_only=True)["config"]
-    rebuilt = FCOS(**config)
+    rebuilt = FCOS.from_config(config)
     assert rebuilt.config == model.config and rebuilt.loss_config == model.loss_config
     rebuilt.load_state_dict(model.state_dict())  # strict: the same modules
     x = torch.randn(1, 3, 64, 64)
@@ -211,8 +214,8 @@ def test_presets():
                                  "size_ranges": None}
     assert paper.head.scales.shape == (5,) and paper.location_offset == 0.5
     assert sum(isinstance(m, nn.GroupNorm) for m in paper.head.cls_stem) == 4
-    assert not paper.config["freeze_bn"]  # random init: nothing to freeze
-    with pytest.raises(ValueError, match="unknown preset"):
+    assert not paper.config.freeze_bn  # random init: nothing to freeze
+    with pytest.raises(ValueError, match="preset='huge': choose one of"):
         FCOS.from_preset("huge", C)
 
 
@@ -246,10 +249,10 @@ def test_paper_preset_offline_warns_and_keeps_a_consistent_config(monkeypatch):
         url=f"http://127.0.0.1:{port}/resnet50-12345678.pth"))
     with pytest.warns(UserWarning, match="could not download the ImageNet weights of resnet50"):
         model = FCOS.from_preset("paper", C, pretrained=True)
-    assert model.config["pretrained"] and not model.config["freeze_bn"]
-    assert model.config["frozen_stages"] == 0
+    assert model.config.pretrained and not model.config.freeze_bn
+    assert model.config.frozen_stages == 0
     assert all(p.requires_grad for p in model.parameters())
-    FCOS(**{**model.config, "pretrained": False}).load_state_dict(model.state_dict())
+    FCOS.from_config(replace(model.config, pretrained=False)).load_state_dict(model.state_dict())
 
 
 def torchvision_fcos_on(body_name: str, extra: str):
@@ -288,10 +291,10 @@ def torchvision_fcos_on(body_name: str, extra: str):
 @pytest.mark.parametrize("body, extra", [("regnet_x_400mf", "p5"), ("resnet18", "c5")])
 def test_from_torchvision_reads_other_bodies_and_pyramids(body, extra):
     tv = torchvision_fcos_on(body, extra)
-    ours = FCOS.from_torchvision(tv).eval()
-    assert ours.config["backbone"] == body
-    assert ours.config["levels"] == [3, 4, 5, 6, 7]
-    assert ours.config["fpn_channels"] == 32 and ours.config["p6_from"] == extra
+    ours = from_torchvision(tv).eval()
+    assert ours.config.backbone == body
+    assert ours.config.levels == (3, 4, 5, 6, 7)
+    assert ours.config.fpn_channels == 32 and ours.config.p6_from == extra
     images = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         theirs = tv.head(list(tv.backbone(images).values()))
@@ -306,8 +309,8 @@ def test_from_torchvision_refuses_what_it_cannot_build():
     tv = torchvision_fcos_on("resnet18", "p5")
     tv.backbone.body.layer3 = torch.nn.Sequential(*tv.backbone.body.layer3, *tv.backbone.body.layer3)
     with pytest.raises(ValueError, match="none of resnet18, resnet50, regnet_x_400mf"):
-        FCOS.from_torchvision(tv)
+        from_torchvision(tv)
     tv = torchvision_fcos_on("resnet18", "p5")
     tv.backbone.fpn.extra_blocks = LastLevelMaxPool()
     with pytest.raises(ValueError, match="LastLevelMaxPool has no counterpart"):
-        FCOS.from_torchvision(tv)
+        from_torchvision(tv)

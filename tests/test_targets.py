@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from fcos_lib import targets as T
-from fcos_lib.targets import (assign_targets, centerness_target, decode_boxes,
-                              default_size_ranges, encode_boxes, gather_targets, pad_targets)
+from fcos_lib.targets import (assign_targets, assign_targets_plain, centerness_target,
+                              decode_boxes, default_size_ranges, encode_boxes, gather_targets,
+                              pad_targets)
 
 STRIDES = [8, 16, 32]
 
@@ -35,11 +36,18 @@ def positives_per_level(matched, levels):
     return out
 
 
-def assign_one(boxes, size=64, radius=None, labels=None, width=None):
+@pytest.fixture(params=["fast", "plain"])
+def assign(request):
+    """Each hand-worked case runs on both assignments: the one training uses and the plain
+    one notebook 05 teaches."""
+    return {"fast": assign_targets, "plain": assign_targets_plain}[request.param]
+
+
+def assign_one(assign, boxes, size=64, radius=None, labels=None, width=None):
     levels = course_levels(size, width or size)
     boxes = torch.tensor([boxes], dtype=torch.float32)
     labels = torch.arange(boxes.shape[1])[None] if labels is None else torch.tensor([labels])
-    matched = assign_targets(boxes, labels, levels, STRIDES, default_size_ranges(STRIDES), radius)
+    matched = assign(boxes, labels, levels, STRIDES, default_size_ranges(STRIDES), radius)
     return positives_per_level(matched, levels), matched, levels
 
 
@@ -54,10 +62,10 @@ def test_default_size_ranges_paper_rule():
         (0.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, math.inf)]
 
 
-def test_small_box_on_p3_by_hand():
+def test_small_box_on_p3_by_hand(assign):
     # Box (10, 20, 50, 44): P3 points at 4 + 8k strictly inside are x in {12..44}, y in {28, 36}.
     # Farthest side <= 38 px < 64, so all ten stay on P3; no P4/P5 point has a side > 64 px.
-    pos, matched, levels = assign_one([[10, 20, 50, 44]])
+    pos, matched, levels = assign_one(assign, [[10, 20, 50, 44]])
     expected = {(x, y) for x in (12.0, 20.0, 28.0, 36.0, 44.0) for y in (28.0, 36.0)}
     assert set(pos[0]) == expected and pos[1] == {} and pos[2] == {}
     # Row-major indices on the 8x8 P3 grid: rows 3 and 4, columns 1..5.
@@ -65,8 +73,8 @@ def test_small_box_on_p3_by_hand():
                                                                     33, 34, 35, 36, 37]
 
 
-def test_regression_and_centerness_targets_by_hand():
-    pos, matched, levels = assign_one([[10, 20, 50, 44]], labels=[4])
+def test_regression_and_centerness_targets_by_hand(assign):
+    pos, matched, levels = assign_one(assign, [[10, 20, 50, 44]], labels=[4])
     boxes = torch.tensor([[[10.0, 20, 50, 44]]])
     labels, per_loc = gather_targets(matched, boxes, torch.tensor([[4]]))
     locations = torch.cat(levels)
@@ -81,74 +89,74 @@ def test_regression_and_centerness_targets_by_hand():
     assert labels[0, 0] == -1 and per_loc[0, 0].tolist() == [0, 0, 0, 0]
 
 
-def test_whole_image_box_goes_to_p4_only():
+def test_whole_image_box_goes_to_p4_only(assign):
     # A 128x128 box on a 128x128 image: P3 points are >= 68 px from a side (>= 64: too big),
     # every P4 point's farthest side is 72..120 px (in (64, 128)), P5's >= 80 (not > 128).
-    pos, _, levels = assign_one([[0, 0, 128, 128]], size=128)
+    pos, _, levels = assign_one(assign, [[0, 0, 128, 128]], size=128)
     assert pos[0] == {} and pos[2] == {}
     assert len(pos[1]) == len(levels[1]) == 64
 
 
-def test_range_bounds_are_strict():
+def test_range_bounds_are_strict(assign):
     # Box (0, 0, 100, 100): the P3 point (36, 36) is exactly 64 px from the right and bottom
     # sides, the upper end of P3's range, so it is not a positive (torchvision: strict <).
-    pos, _, _ = assign_one([[0, 0, 100, 100]], size=128)
+    pos, _, _ = assign_one(assign, [[0, 0, 100, 100]], size=128)
     assert set(pos[0]) == {(x, y) for x in (44.0, 52.0, 60.0) for y in (44.0, 52.0, 60.0)}
     assert (36.0, 36.0) not in pos[0]
 
 
-def test_inside_is_strict():
+def test_inside_is_strict(assign):
     # A point on the box's side is not inside: box (4, 4, 20, 20) has P3 points (4|12, ...) and
     # only (12, 12) lies strictly inside.
-    pos, _, _ = assign_one([[4, 4, 20, 20]])
+    pos, _, _ = assign_one(assign, [[4, 4, 20, 20]])
     assert set(pos[0]) == {(12.0, 12.0)}
 
 
-def test_center_sampling_by_hand():
+def test_center_sampling_by_hand(assign):
     # Box (0, 0, 64, 64), centre (32, 32), radius 1.5 on P3: |x - 32| < 12 keeps x in {28, 36};
     # x = 20 and 44 are exactly 12 away and drop out. Without it: all 64 P3 points.
-    pos, _, _ = assign_one([[0, 0, 64, 64]], radius=1.5)
+    pos, _, _ = assign_one(assign, [[0, 0, 64, 64]], radius=1.5)
     assert set(pos[0]) == {(x, y) for x in (28.0, 36.0) for y in (28.0, 36.0)}
-    pos, _, _ = assign_one([[0, 0, 64, 64]])
+    pos, _, _ = assign_one(assign, [[0, 0, 64, 64]])
     assert len(pos[0]) == 64
 
 
-def test_center_sampling_is_clipped_to_the_box():
+def test_center_sampling_is_clipped_to_the_box(assign):
     # A thin box (0, 25, 64, 31), centre (32, 28): the 1.5-stride square around the centre
     # holds rows y = 20, 28, 36 (|y - 28| = 8 < 12), but only row 28 is inside the box.
-    pos, _, _ = assign_one([[0, 25, 64, 31]], radius=1.5)
+    pos, _, _ = assign_one(assign, [[0, 25, 64, 31]], radius=1.5)
     assert set(pos[0]) == {(28.0, 28.0), (36.0, 28.0)}
 
 
-def test_smallest_box_wins_and_ties_go_to_the_first():
+def test_smallest_box_wins_and_ties_go_to_the_first(assign):
     # Box 0 (0, 0, 40, 40) contains box 1 (8, 8, 24, 24): shared points go to box 1.
-    pos, _, _ = assign_one([[0, 0, 40, 40], [8, 8, 24, 24]])
+    pos, _, _ = assign_one(assign, [[0, 0, 40, 40], [8, 8, 24, 24]])
     assert pos[0][(12.0, 12.0)] == 1 and pos[0][(20.0, 20.0)] == 1
     assert pos[0][(4.0, 4.0)] == 0 and pos[0][(36.0, 28.0)] == 0
     # Equal areas (16x16): the box listed first wins the shared points.
     for first, second in ([0, 1], [1, 0]):
         boxes = [[0, 0, 16, 16], [8, 8, 24, 24]]
-        pos, _, _ = assign_one([boxes[first], boxes[second]])
+        pos, _, _ = assign_one(assign, [boxes[first], boxes[second]])
         assert pos[0][(12.0, 12.0)] == 0
 
 
-def test_padding_and_empty_images():
+def test_padding_and_empty_images(assign):
     levels = course_levels(64, 64)
     ranges = default_size_ranges(STRIDES)
     box = [0.0, 0, 40, 40]
     boxes = torch.tensor([[box, [0, 0, 0, 0]], [box, box]])  # image 1: one real, one padded
     labels = torch.tensor([[2, -1], [-1, -1]])               # image 1 has no real box
-    matched = assign_targets(boxes, labels, levels, STRIDES, ranges)
+    matched = assign(boxes, labels, levels, STRIDES, ranges)
     assert (matched[0] >= 0).sum() == 25 and set(matched[0].unique().tolist()) == {-1, 0}
     assert (matched[1] == -1).all()
-    empty = assign_targets(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), levels,
+    empty = assign(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), levels,
                            STRIDES, ranges)
     assert empty.shape == (2, 64 + 16 + 4) and (empty == -1).all()
     lab, bx = gather_targets(empty, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long))
     assert (lab == -1).all() and bx.shape == (2, 84, 4) and (bx == 0).all()
 
 
-def test_batch_equals_one_image_at_a_time():
+def test_batch_equals_one_image_at_a_time(assign):
     torch.manual_seed(0)
     levels, ranges = course_levels(96, 160), default_size_ranges(STRIDES)
     targets = []
@@ -157,38 +165,16 @@ def test_batch_equals_one_image_at_a_time():
         wh = torch.rand(n, 2) * 80 + 2
         targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, 3, (n,))})
     boxes, labels = pad_targets(targets, num_classes=3)
-    batch = assign_targets(boxes, labels, levels, STRIDES, ranges, 1.5)
+    batch = assign(boxes, labels, levels, STRIDES, ranges, 1.5)
     for i, t in enumerate(targets):
-        one = assign_targets(t["boxes"][None], t["labels"][None], levels, STRIDES, ranges, 1.5)
+        one = assign(t["boxes"][None], t["labels"][None], levels, STRIDES, ranges, 1.5)
         assert torch.equal(batch[i], one[0])
     assert (batch >= 0).any()
 
 
-def brute_force_assign(boxes, labels, levels, strides, ranges, radius):
-    """The three rules written out on the full (locations, boxes) table of each image."""
-    points = torch.cat(levels)                                               # (L, 2)
-    s = torch.cat([torch.full((len(p),), float(st)) for p, st in zip(levels, strides)])
-    lo = torch.cat([torch.full((len(p),), r[0]) for p, r in zip(levels, ranges)])
-    hi = torch.cat([torch.full((len(p),), r[1]) for p, r in zip(levels, ranges)])
-    out = []
-    for b, lab in zip(boxes, labels):
-        x, y = points[:, :1], points[:, 1:]                                  # (L, 1)
-        ltrb = torch.stack([x - b[:, 0], y - b[:, 1], b[:, 2] - x, b[:, 3] - y], -1)  # (L, M, 4)
-        ok = (ltrb.amin(-1) > 0) & (lab >= 0)
-        if radius is not None:
-            cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-            ok &= ((x - cx).abs() < radius * s[:, None]) & ((y - cy).abs() < radius * s[:, None])
-        far = ltrb.amax(-1)
-        ok &= (far > lo[:, None]) & (far < hi[:, None])
-        area = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).expand_as(ok)
-        best = torch.where(ok, area, math.inf).argmin(1)  # argmin keeps the first of equals
-        out.append(torch.where(ok.any(1), best, -1))
-    return torch.stack(out)
-
-
 @pytest.mark.parametrize("radius", [None, 1.5])
 @pytest.mark.parametrize("counts", [(60, 0, 40), (255, 7), (256, 7)])  # ranks: 1 or 2 bytes
-def test_equals_brute_force_on_five_levels_and_many_boxes(radius, counts):
+def test_fast_equals_plain_on_five_levels_and_many_boxes(radius, counts):
     """Paper levels P3-P7 (ranges that start above 0), up to 256 boxes in one image (more
     than a byte can rank), whole-pixel boxes that hit range bounds, repeated boxes (ties)."""
     gen = torch.Generator().manual_seed(3)
@@ -204,14 +190,15 @@ def test_equals_brute_force_on_five_levels_and_many_boxes(radius, counts):
         targets.append({"boxes": b, "labels": torch.randint(0, 4, (n,), generator=gen)})
     boxes, labels = pad_targets(targets, num_classes=4)
     ours = assign_targets(boxes, labels, levels, strides, ranges, radius)
-    assert torch.equal(ours, brute_force_assign(boxes, labels, levels, strides, ranges, radius))
+    plain = assign_targets_plain(boxes, labels, levels, strides, ranges, radius)
+    assert torch.equal(ours, plain)
     sizes = [len(p) for p in levels]
     assert all((part >= 0).any() for part in ours[0].split(sizes)[:3])  # boxes on P3-P5
 
 
-def test_non_square_grid():
+def test_non_square_grid(assign):
     # 64 wide, 32 tall: P3 is 4 rows x 8 columns. Box (40, 0, 64, 16): x in {44, 52, 60}, y in {4, 12}.
-    pos, _, levels = assign_one([[40, 0, 64, 16]], size=32, width=64)
+    pos, _, levels = assign_one(assign, [[40, 0, 64, 16]], size=32, width=64)
     assert len(levels[0]) == 32
     assert set(pos[0]) == {(x, y) for x in (44.0, 52.0, 60.0) for y in (4.0, 12.0)}
 

@@ -159,7 +159,7 @@ TINY_RUN = dict(image_size=64, batch_size=4, steps=12, warmup_steps=2, log_every
 
 
 def tiny_config(out, **overrides):
-    from fcos_lib.train import get_preset
+    from fcos_lib.config import get_preset
 
     return get_preset("shapes", out=str(out), **{**TINY_RUN, **overrides})
 
@@ -194,7 +194,8 @@ def test_loss_goes_down_on_a_fixed_batch():
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
-    from fcos_lib.train import read_metrics, train
+    from fcos_lib.runlog import read_metrics
+    from fcos_lib.train import train
 
     straight = train(tiny_config(tmp_path / "straight"), progress=False)
 
@@ -257,7 +258,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     from fcos_lib.model import FCOS
-    from fcos_lib.train import NonFiniteLossError, train
+    from fcos_lib.train import train
+    from fcos_lib.trainer import NonFiniteLossError
 
     forward, calls = FCOS.forward, []
 
@@ -286,9 +288,9 @@ def test_two_processes_with_gloo(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("checkpoint:") == 1  # rank 0 alone reports
-    from fcos_lib.train import load_model
+    from fcos_lib.model import FCOS
 
-    model, config = load_model(out / "checkpoint.pt")
+    model, config = FCOS.from_checkpoint(out / "checkpoint.pt")
     assert config["step"] == 6 and config["class_names"]
     assert config["train"]["batch_size"] == 4  # 2 images on each of the 2 processes
     (detections,) = model.predict(torch.zeros(1, 3, 64, 64))
@@ -315,7 +317,8 @@ def test_filling_a_cache_in_workers_leaks_no_file_descriptors():
 def test_training_presets_build_the_model_presets(preset, network):
     """A training preset's model is the model preset of the same name in fcos_lib.model."""
     from fcos_lib.model import FCOS
-    from fcos_lib.train import build_model, get_preset
+    from fcos_lib.config import get_preset
+    from fcos_lib.train import build_model
 
     cfg = get_preset(preset, model={"pretrained": False})
     model = build_model(cfg, num_classes=20)
@@ -327,7 +330,8 @@ def test_mixed_precision_steps_run_and_stay_finite(tmp_path, amp):
     """The CUDA recipes on the CPU: bfloat16 autocast, and float16 with the gradient scaler
     (unscale before clipping, skipped steps on overflow)."""
     from fcos_lib.optim import amp_dtype
-    from fcos_lib.train import read_metrics, train
+    from fcos_lib.runlog import read_metrics
+    from fcos_lib.train import train
 
     assert amp_dtype("auto", torch.device("cpu")) is None  # the CPU default stays float32
     path = train(tiny_config(tmp_path / amp, amp=amp, steps=4), progress=False)
@@ -343,7 +347,9 @@ def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path, monke
     """The course's recipe end to end on a small VOC-format tree (RegNetX-400MF, random init:
     no download here), its decoded images cached on disk and reused by the next run."""
     from fcos_lib.data.voc import VOCDataset
-    from fcos_lib.train import get_preset, load_model, train
+    from fcos_lib.model import FCOS
+    from fcos_lib.train import train
+    from fcos_lib.config import get_preset
     from tests.vocfake import make_voc_tree
 
     make_voc_tree(tmp_path / "data")
@@ -361,7 +367,7 @@ def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path, monke
 
     monkeypatch.setattr(VOCDataset, "load", counted)
     path = train(cfg, progress=False)
-    model, config = load_model(path)
+    model, config = FCOS.from_checkpoint(path)
     assert config["model"]["backbone"] == "regnet_x_400mf" and len(config["class_names"]) == 20
     assert sorted(p.suffix for p in cache.iterdir()) == [".pt", ".pt", ".u8", ".u8"]
     assert loads  # the first run decoded the images (in this process: a tiny set, no workers)
@@ -389,7 +395,7 @@ def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path, monke
     ({"amp": "fp8"}, r"amp='fp8': choose one of"),
 ])
 def test_a_bad_setting_is_refused_when_the_config_is_made(setting, message):
-    from fcos_lib.train import TrainConfig, get_preset
+    from fcos_lib.config import TrainConfig, get_preset
 
     with pytest.raises(ValueError, match=message):
         get_preset("shapes", **setting)

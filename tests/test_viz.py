@@ -13,10 +13,11 @@ from PIL import Image
 
 from fcos_lib.data import normalize
 from fcos_lib.evaluate import mean_average_precision
-from fcos_lib.targets import assign_targets, default_size_ranges
-from fcos_lib.viz import (GT_COLOR, LOCATION_COLOR, box_viewer, class_colors, draw_detections, level_overlays,
-                          plot_detections_grid, plot_pictures, plot_loss_curves, plot_pr_curves, render_view,
-                          to_pixels)
+from fcos_lib.model import FCOS, level_locations
+from fcos_lib.targets import assign_targets, default_size_ranges, location_targets
+from fcos_lib.viewer import LOCATION_COLOR, BoxViewer, model_location_targets, render_view
+from fcos_lib.viz import (GT_COLOR, class_colors, draw_detections, plot_detections_grid,
+                          plot_loss_curves, plot_pictures, plot_pr_curves, to_pixels)
 
 NAMES = ["circle", "square", "triangle"]
 GRAY = 60
@@ -79,17 +80,22 @@ def test_draw_detections_draws_boxes_in_class_colours_and_filters():
         draw_detections(image, prediction, target, class_names=["a", "b"])
 
 
-def test_level_overlays_match_assign_targets():
-    target, _ = sample()
-    overlays = level_overlays(target, (64, 64), [8, 16, 32])
-    assert [len(o["locations"]) for o in overlays] == [64, 16, 4]
-    from fcos_lib.model import level_locations
+def course_overlays(target):
+    """The location targets of a 64-pixel image on P3-P5 with points at cell centres."""
+    locations = [level_locations(64 // s, 64 // s, s, 0.5) for s in (8, 16, 32)]
+    return location_targets(target, locations, [8, 16, 32])
 
+
+def test_location_targets_match_assign_targets():
+    target, _ = sample()
+    overlays = course_overlays(target)
+    assert [len(o["locations"]) for o in overlays] == [64, 16, 4]
     locations = [level_locations(64 // s, 64 // s, s, 0.5) for s in (8, 16, 32)]
     matched = assign_targets(target["boxes"][None], target["labels"][None], locations,
                              [8, 16, 32], default_size_ranges([8, 16, 32]))[0]
     positive = torch.cat([o["positive"] for o in overlays])
     assert torch.equal(positive, matched >= 0) and positive.sum() > 0
+    assert torch.equal(torch.cat([o["box"] for o in overlays]), matched)
     centerness = torch.cat([o["centerness"] for o in overlays])
     assert (centerness[positive] > 0).all() and (centerness[positive] <= 1).all()
     assert (centerness[~positive] == 0).all()
@@ -99,24 +105,28 @@ def test_level_overlays_match_assign_targets():
     assert p3["positive"][at] and p3["centerness"][at] == pytest.approx(0.5)
 
 
-def test_level_overlays_have_the_models_locations_on_p3_to_p7():
+@pytest.mark.parametrize("height, width", [(224, 224), (96, 160), (64, 64)])
+def test_the_overlay_uses_the_models_own_grid_on_p3_to_p7(height, width):
     """P6 and P7 grids are rounded up (224 px: 4x4 and 2x2): the overlay shows every location
-    the model predicts at, no fewer."""
-    from fcos_lib.model import FCOS
-
-    model = FCOS(num_classes=2, backbone="tiny", levels=(3, 4, 5, 6, 7)).eval()
+    the model predicts at, no fewer, with the model's offset and assignment settings."""
+    model = FCOS(num_classes=2, backbone="tiny", levels=(3, 4, 5, 6, 7), location_offset=0.0,
+                 center_sampling_radius=1.5).eval()
     with torch.no_grad():
-        expected = model(torch.zeros(1, 3, 224, 224))["locations"]
+        expected = model(torch.zeros(1, 3, height, width))["locations"]
     target, _ = sample()
-    overlays = level_overlays(target, (224, 224), model.strides)
-    assert [len(p) for p in expected][-2:] == [16, 4]
+    overlays = model_location_targets(model, target, height, width)
+    if height == 224:
+        assert [len(p) for p in expected][-2:] == [16, 4]
     for overlay, points in zip(overlays, expected):
         assert torch.equal(overlay["locations"], points)
+    assert torch.equal(torch.cat([o["box"] for o in overlays]),
+                       assign_targets(target["boxes"][None], target["labels"][None], expected,
+                                      model.strides, default_size_ranges(model.strides), 1.5)[0])
 
 
 def test_render_view_overlays_positive_locations():
     target, prediction = sample()
-    overlays = level_overlays(target, (64, 64), [8, 16, 32])
+    overlays = course_overlays(target)
     common = dict(score_thresh=0.5, classes=[0, 1, 2], class_names=NAMES)
     plain = render_view(gray_image(), target, prediction, show_gt=False, **common)
     assert torch.equal(plain, draw_detections(gray_image(), prediction, None, **common))
@@ -194,8 +204,8 @@ def test_viewer_controls_redraw_what_they_ask_for():
     target, prediction = sample()
     other = {"boxes": torch.tensor([[8.0, 8, 56, 56]]), "labels": torch.tensor([1])}
     images = normalize(torch.stack([gray_image(), gray_image() + 40]))
-    viewer = box_viewer(images, [target, other], [prediction, prediction], NAMES, scale=2,
-                        strides=[8, 16, 32])
+    viewer = BoxViewer(images, [target, other], [prediction, prediction], NAMES, scale=2,
+                       model=FCOS(len(NAMES)))
 
     def expected(i, **kw):
         args = dict(score_thresh=viewer.score.value, classes=list(viewer.classes.value),
@@ -218,7 +228,7 @@ def test_viewer_controls_redraw_what_they_ask_for():
     viewer.index_text.value = 1  # typing a number moves the slider and redraws
     assert viewer.index.value == 1 and torch.equal(shown(), expected(1))
     viewer.level.value = 0
-    overlay = level_overlays(other, (64, 64), [8, 16, 32])
+    overlay = course_overlays(other)
     assert torch.equal(shown(), expected(1, level=0, level_overlay=overlay))
     assert f"{int(overlay[0]['positive'].sum())} positive locations" in viewer.info.value
     viewer.index.value = 0
@@ -229,19 +239,17 @@ def test_viewer_controls_redraw_what_they_ask_for():
 def test_viewer_rejects_mismatched_inputs():
     target, prediction = sample()
     with pytest.raises(ValueError, match="one of each per image"):
-        box_viewer(torch.zeros(2, 3, 8, 8), [target], None, NAMES)
+        BoxViewer(torch.zeros(2, 3, 8, 8), [target], None, NAMES)
 
 
-def test_overlay_settings_come_from_the_model():
-    from fcos_lib.model import FCOS
-    from fcos_lib.viz import overlay_settings
-
+def test_the_viewer_overlays_with_the_models_settings():
     model = FCOS(3, location_offset=0.0, center_sampling_radius=1.5)
-    assert overlay_settings(model) == {"strides": [8, 16, 32], "location_offset": 0.0,
-                                       "size_ranges": None, "center_sampling_radius": 1.5}
     target, prediction = sample()
     images = normalize(gray_image())[None]
-    viewer = box_viewer(images, [target], [prediction], NAMES, model=model)
+    viewer = BoxViewer(images, [target], [prediction], NAMES, model=model)
     viewer.level.value = 1
-    expected = level_overlays(target, (64, 64), [8, 16, 32], 0.0, None, 1.5)
+    locations = [level_locations(64 // s, 64 // s, s, 0.0) for s in (8, 16, 32)]
+    expected = location_targets(target, locations, [8, 16, 32], None, 1.5)
     assert f"{int(expected[1]['positive'].sum())} positive locations" in viewer.info.value
+    without = BoxViewer(images, [target], [prediction], NAMES)  # no model: no level to pick
+    assert [value for _, value in without.level.options] == [None]

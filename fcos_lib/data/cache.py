@@ -34,9 +34,11 @@ class TwoStageDataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]: ...
+    def load(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        """The slow, deterministic stage: uint8 (3, H, W) pixels at their final size."""
 
-    def finish(self, image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]: ...
+    def finish(self, image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """The fast stage: random flip on training splits, normalization."""
 
 
 class _Loads(Dataset):
@@ -118,6 +120,7 @@ class DecodedCache(Dataset):
         return image, target
 
     def finish(self, image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """The wrapped dataset's own ``finish`` (flip, normalize): not cached, it is random."""
         return self.dataset.finish(image, target)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:

@@ -14,18 +14,15 @@ wrong, and what happens then:
 
 Nothing ever sits half-written under a final name: the archive is renamed from ``.part`` only
 after its MD5 matches, and it is extracted into a temporary folder next to the destination,
-moved into place only when complete. Command line:
-``python -m fcos_lib download voc2007 --root data/ [--test] [--url URL --md5 MD5]``.
+moved into place only when complete. Command line: :mod:`fcos_lib.commands.download`.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -307,26 +304,3 @@ def _merge(source: Path, destination: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for name in files:
             os.replace(Path(folder) / name, target / name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m fcos_lib download voc2007 --root data/ [--test] [--url URL] [--md5 MD5]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fcos_lib download",
-        description="Download, verify (MD5) and extract a dataset into a data folder.")
-    parser.add_argument("dataset", choices=["voc2007"], help="the dataset to fetch")
-    parser.add_argument("--root", default="data", help="data folder (default: data)")
-    parser.add_argument("--test", action="store_true", help="also fetch the VOC 2007 test set")
-    parser.add_argument("--url", help="fetch the trainval archive from this URL only")
-    parser.add_argument("--md5", help="expected MD5 of the archive at --url (default: the "
-                                      "published one)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    try:
-        folder = download_voc2007(args.root, test=args.test, url=args.url, md5=args.md5,
-                                  progress=not args.quiet)
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"VOC 2007 is ready in {folder}")
-    return 0

@@ -16,16 +16,19 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from fcos_lib.checkpoint import CheckpointError, load_checkpoint
-from fcos_lib.train import (PRESETS, NonFiniteLossError, TrainConfig, config_with, get_preset,
-                            read_metrics, train)
+from fcos_lib.commands._common import error
+from fcos_lib.config import TRAIN_PRESETS, TrainConfig, config_with, get_preset
+from fcos_lib.runlog import read_metrics
+from fcos_lib.train import train
+from fcos_lib.trainer import NonFiniteLossError
 
 
 def _parse_value(text: str) -> Any:
+    """A ``--set`` value: a Python literal (number, tuple, None, ...) or else a bare word."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -53,13 +56,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return get_preset(args.preset, out=str(args.out), **overrides)
 
 
-def train_main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m fcos_lib train``: train a preset, resumable; 0 on success."""
     parser = argparse.ArgumentParser(
         prog="python -m fcos_lib train",
         description="Train an FCOS preset. Under torchrun, every process trains its share "
                     "of each batch (DistributedDataParallel); rank 0 logs and checkpoints.")
-    parser.add_argument("--preset", default="shapes", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="shapes", choices=sorted(TRAIN_PRESETS))
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--resume", action="store_true",
@@ -74,8 +77,7 @@ def train_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (NonFiniteLossError, CheckpointError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return error(err, 1)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone reports
         records = read_metrics(cfg.out)
         maps = [r["map50"] for r in records if "map50" in r]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,15 @@ from typing import Any
 import torch
 
 from fcos_lib.checkpoint import CheckpointError, load_checkpoint
+from fcos_lib.commands._common import error
+from fcos_lib.config import get_preset
+from fcos_lib.data import collate
 from fcos_lib.env import pick_device
-from fcos_lib.train import (NonFiniteLossError, build_datasets, evaluate_map, get_preset,
-                            load_model, plot_metrics, train)
+from fcos_lib.evaluate import evaluate_model
+from fcos_lib.model import FCOS
+from fcos_lib.train import build_datasets, train
+from fcos_lib.trainer import NonFiniteLossError
+from fcos_lib.viz import plot_detections_grid, save_loss_curve
 
 TARGET_MAP50 = 0.70  # on the shapes validation split, within 10 minutes of CPU training
 
@@ -33,9 +38,6 @@ TARGET_MAP50 = 0.70  # on the shapes validation split, within 10 minutes of CPU 
 def draw_predictions(model: torch.nn.Module, dataset, path: Path, count: int = 8) -> Path:
     """Save a grid of ``count`` validation images with predicted and true boxes to ``path``."""
     import matplotlib.pyplot as plt
-
-    from fcos_lib.data import collate
-    from fcos_lib.viz import plot_detections_grid
 
     images, targets = collate([dataset[i] for i in range(min(count, len(dataset)))])
     device = next(model.parameters()).device
@@ -70,9 +72,9 @@ def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: st
     path = train(cfg, resume=True, progress=progress)
     wall = time.perf_counter() - wall
     state = load_checkpoint(path)
-    model, _ = load_model(path, where)
+    model, _ = FCOS.from_checkpoint(path, where)
     (val_set,) = build_datasets(cfg, ("val",), progress=False)
-    result = evaluate_map(model, val_set)  # every validation image
+    result = {"map50": evaluate_model(model, val_set)["map"]}  # every validation image
     seconds = float(state.get("train_seconds", 0.0))
     metrics = {"map50": result["map50"], "target_map50": TARGET_MAP50,
                "reached_target": result["map50"] >= TARGET_MAP50,
@@ -81,7 +83,7 @@ def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: st
                "wall_seconds_this_call": round(wall, 1), "val_images": len(val_set),
                "device": str(where), "threads": torch.get_num_threads(), "preset": "shapes"}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_metrics(out)
+    save_loss_curve(out)
     draw_predictions(model, val_set, out / "predictions.png")
     return metrics
 
@@ -102,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (NonFiniteLossError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return error(err, 1)
     verdict = "reached" if m["reached_target"] else "BELOW"
     print(f"mAP@0.5 on {m['val_images']} validation images: {m['map50']:.3f} ({verdict} the "
           f"target {TARGET_MAP50}); {m['steps']} steps in {m['train_seconds']:.0f} s of "

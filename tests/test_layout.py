@@ -1,0 +1,160 @@
+"""The shape of the library, checked from its own source so that it stays true.
+
+``FLOORS`` lists fcos_lib's modules from the ground up (``docs/design.md`` draws the same
+picture): a module may import from its own floor or below, never from above, and the imports,
+those inside functions included, form no cycle. Commands alone parse arguments. Every
+module is short, or says at its top why not; every public function is documented; every
+docstring example runs.
+"""
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fcos_lib"
+
+# Floor -> its modules (a package name covers its submodules).
+FLOORS = [
+    ("foundations", ["env", "validate", "config", "checkpoint", "distributed", "runlog"]),
+    ("pieces", ["data", "backbone", "fpn", "head", "targets", "optim", "matching"]),
+    ("losses and decoding", ["losses", "inference"]),
+    ("the detector and its measure", ["model", "evaluate"]),
+    ("around the detector", ["torchvision_port", "trainer", "viz"]),
+    ("wholes", ["train", "viewer"]),
+    ("commands", ["commands", "__main__"]),
+]
+LONG = "Why this module is longer than 300 lines"
+MAX_LINES = 320
+
+
+def module_files() -> dict[str, Path]:
+    """``fcos_lib.x.y`` -> its file, for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = module_files()
+
+
+def imported_modules(name: str) -> set[str]:
+    """The fcos_lib modules that module ``name`` imports, anywhere in its file."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not node.module.startswith("fcos_lib"):
+                continue
+            for alias in node.names:  # `from fcos_lib.data import download` names a module
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("fcos_lib")}
+    return found - {name}
+
+
+def floor_of(name: str) -> int:
+    """The floor of module ``fcos_lib.<...>``, by its first name under fcos_lib."""
+    if name == "fcos_lib":
+        return -1  # the package's own __init__: a docstring and a version, no imports
+    top = name.split(".")[1]
+    matches = [i for i, (_, names) in enumerate(FLOORS) if top in names]
+    assert len(matches) == 1, f"{name} is on no floor of FLOORS (or on several): place it"
+    return matches[0]
+
+
+def test_every_module_has_a_floor():
+    for name in MODULES:
+        floor_of(name)
+
+
+def test_no_import_runs_up_a_floor():
+    upward = [f"{name} (floor {floor_of(name)}) imports {other} (floor {floor_of(other)})"
+              for name in MODULES for other in imported_modules(name)
+              if floor_of(other) > floor_of(name)]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_imports_have_no_cycle():
+    graph = {name: imported_modules(name) & set(MODULES) for name in MODULES}
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_layout_check_catches_a_cycle_and_an_upward_import(monkeypatch):
+    """The two checks above, fed a graph with the faults they look for."""
+    fake = {"fcos_lib.model": {"fcos_lib.train"}, "fcos_lib.train": {"fcos_lib.model"}}
+    monkeypatch.setattr(sys.modules[__name__], "imported_modules",
+                        lambda name: fake.get(name, set()))
+    with pytest.raises(AssertionError, match="imports fcos_lib.train"):
+        test_no_import_runs_up_a_floor()
+    with pytest.raises(AssertionError, match="import cycle"):
+        test_the_imports_have_no_cycle()
+
+
+def test_only_commands_parse_arguments():
+    parsing = [name for name in MODULES if floor_of(name) != len(FLOORS) - 1
+               and "argparse" in {n.name for node in ast.walk(ast.parse(MODULES[name].read_text()))
+                                  if isinstance(node, ast.Import) for n in node.names}]
+    assert not parsing, f"argument parsing outside fcos_lib.commands: {parsing}"
+
+
+def test_modules_are_short_or_say_why():
+    long = []
+    for name, path in MODULES.items():
+        lines = len(path.read_text().splitlines())
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if lines > MAX_LINES and LONG not in doc:
+            long.append(f"{name}: {lines} lines")
+    assert not long, f"over {MAX_LINES} lines without '{LONG}' at the top: {long}"
+
+
+def public_definitions(tree: ast.Module):
+    """Module-level public functions and classes, and the public methods of public classes."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            yield node.name, node
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"):
+                        yield f"{node.name}.{item.name}", item
+
+
+def test_every_public_function_is_documented():
+    missing = [f"{name}.{what}" for name, path in MODULES.items()
+               for what, node in public_definitions(ast.parse(path.read_text()))
+               if not ast.get_docstring(node)]
+    missing += [name for name, path in MODULES.items()
+                if not ast.get_docstring(ast.parse(path.read_text()))]
+    assert not missing, f"no docstring: {missing}"
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if "__main__" not in n])
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
