@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.ops import FrozenBatchNorm2d
 
+from fcos_lib.validate import one_of
+
 BACKBONES = ("tiny", "regnet_x_400mf", "resnet18", "resnet50")
 
 # ImageNet weights of each torchvision backbone (the V1 recipes: the course's and the paper's).
@@ -170,8 +172,7 @@ def build_backbone(name: str = "tiny", pretrained: bool = False, freeze_bn: bool
         A :class:`Backbone`; ``backbone(images)`` gives [C3, C4, C5]. Its ``freeze_bn`` and
         ``frozen_stages`` attributes say what was applied.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"backbone={name!r}: choose one of {BACKBONES}")
+    one_of("backbone", name, BACKBONES)
     if not 0 <= frozen_stages <= 5:
         raise ValueError(f"frozen_stages={frozen_stages}: choose 0 (train all) to 5 (freeze all)")
     if name == "tiny" and pretrained:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcos_lib.validate import one_of
+
 INTERPOLATIONS = ("nearest", "bilinear")
 EXTRA_SOURCES = ("p5", "c5")
 
@@ -39,12 +41,9 @@ class FPN(nn.Module):
                  p6_from: str = "p5"):
         super().__init__()
         levels = tuple(levels)
-        if levels not in ((3, 4, 5), (3, 4, 5, 6, 7)):
-            raise ValueError(f"levels={levels}: choose (3, 4, 5) or (3, 4, 5, 6, 7)")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation={interpolation!r}: choose one of {INTERPOLATIONS}")
-        if p6_from not in EXTRA_SOURCES:
-            raise ValueError(f"p6_from={p6_from!r}: choose one of {EXTRA_SOURCES}")
+        one_of("levels", levels, ((3, 4, 5), (3, 4, 5, 6, 7)))
+        one_of("interpolation", interpolation, INTERPOLATIONS)
+        one_of("p6_from", p6_from, EXTRA_SOURCES)
         if len(in_channels) != 3:
             raise ValueError(f"in_channels={list(in_channels)}: give the channels of C3, C4, C5")
         self.interpolation, self.p6_from = interpolation, p6_from

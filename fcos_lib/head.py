@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from fcos_lib.validate import one_of, whole
+
 NORMS = ("group", "batch", "none")
 CENTERNESS_ON = ("box", "cls")
 BOX_ACTIVATIONS = ("relu", "exp")
@@ -84,11 +86,9 @@ class FCOSHead(nn.Module):
         for name, value, choices in (("norm", norm, NORMS),
                                      ("centerness_on", centerness_on, CENTERNESS_ON),
                                      ("box_activation", box_activation, BOX_ACTIVATIONS)):
-            if value not in choices:
-                raise ValueError(f"{name}={value!r}: choose one of {choices}")
-        if num_classes < 1 or stem_convs < 0:
-            raise ValueError(f"num_classes={num_classes} must be >= 1 and "
-                             f"stem_convs={stem_convs} >= 0")
+            one_of(name, value, choices)
+        whole("num_classes", num_classes, minimum=1)
+        whole("stem_convs", stem_convs, minimum=0)
         width = width or in_channels
         top = width if stem_convs else in_channels
         self.centerness_on, self.box_activation = centerness_on, box_activation

@@ -37,6 +37,7 @@ from torchvision.ops import generalized_box_iou_loss
 from fcos_lib.config import MODEL_CHOICES
 from fcos_lib.targets import (assign_targets, centerness_target, decode_boxes,
                               default_size_ranges, encode_boxes, pad_targets)
+from fcos_lib.validate import integer_labels, number, one_of
 
 BOX_LOSSES = MODEL_CHOICES["box_loss"]
 
@@ -212,18 +213,16 @@ def focal_loss(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
     if labels.dim() != 2 or labels.shape[1] != total:
         raise ValueError(f"labels {tuple(labels.shape)} for logits of {total} locations: "
                          "expected (B, L), L the number of locations of all levels")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"labels are {labels.dtype}: pass class indices as integers "
-                         "(torch.int64), -1 for background")
+    integer_labels("labels", labels)
     if labels.device != logits[0].device:
         raise ValueError(f"labels are on {labels.device}, the logits on {logits[0].device}: "
                          "move them with labels.to(logits[0].device)")
     if labels.numel() and (labels.min() < -1 or labels.max() >= classes):
         raise ValueError(f"labels run from {labels.min().item()} to {labels.max().item()}: "
                          f"classes are 0 to {classes - 1}, and -1 marks background")
-    if not (0 <= alpha <= 1 and gamma >= 0):
-        raise ValueError(f"alpha={alpha}, gamma={gamma}: alpha must lie in [0, 1] and gamma "
-                         "be at least 0 (torchvision's 'alpha < 0: no weighting' is not offered)")
+    number("alpha", alpha, 0.0, 1.0, hint="torchvision's 'alpha < 0: no weighting' is not "
+           "offered")
+    number("gamma", gamma, 0.0, hint="0 gives alpha-weighted cross-entropy")
     return _focal_sum(logits, labels, alpha, gamma)
 
 
@@ -254,8 +253,7 @@ def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
         ``classification``, ``bbox_regression``, ``bbox_ctrness`` and their sum ``total``,
         float32 scalar tensors.
     """
-    if box_loss not in BOX_LOSSES:
-        raise ValueError(f"box_loss={box_loss!r}: choose one of {BOX_LOSSES}")
+    one_of("box_loss", box_loss, BOX_LOSSES)
     strides = list(outputs["strides"])
     if size_ranges is None:
         size_ranges = default_size_ranges(strides)

@@ -110,7 +110,7 @@ def test_lengths_build_and_errors():
         data.load(4)
     with pytest.raises(ValueError, match="split"):
         ShapesDataset("test")
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="dataset=.*choose one of"):
         build_dataset("coco", "train")
 
 

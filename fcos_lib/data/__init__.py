@@ -37,4 +37,4 @@ def build_dataset(name: str, split: str, image_size: int = 224, **kwargs):
         return ShapesDataset(split, image_size=image_size, **kwargs)
     if name == "voc2007-tiny":
         return VOC2007DetectionTiny(split=split, image_size=image_size, **kwargs)
-    raise ValueError(f"unknown dataset {name!r}: choose one of {DATASETS}")
+    raise ValueError(f"dataset={name!r}: choose one of {DATASETS}")
