@@ -158,3 +158,27 @@ def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def test_the_fcos_script_and_python_m_reach_every_command(capsys):
+    """``fcos`` (pyproject's script) and ``python -m fcos_lib`` both run fcos_lib.commands,
+    which lists every command module of the package, and each command answers --help."""
+    import re
+    import subprocess
+
+    from fcos_lib.commands import COMMANDS
+
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()  # (tomllib needs 3.11)
+    module, _, attr = re.search(r'^fcos = "([^"]+)"', pyproject, re.M).group(1).partition(":")
+    script = getattr(importlib.import_module(module), attr)
+    assert script(["--help"]) == 0
+    listed = capsys.readouterr().out
+    files = {p.stem for p in (PACKAGE / "commands").glob("*.py") if not p.stem.startswith("_")}
+    assert set(COMMANDS) == files and all(f"  {name} " in listed for name in COMMANDS)
+    ran = subprocess.run([sys.executable, "-m", "fcos_lib", "--help"], capture_output=True,
+                         text=True, cwd=PACKAGE.parent)
+    assert ran.returncode == 0 and ran.stdout.strip() == listed.strip()
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            script([name, "--help"])
+        assert exit_.value.code == 0 and f"python -m fcos_lib {name}" in capsys.readouterr().out
