@@ -10,7 +10,8 @@ notebook               modules
 02 backbone            ``fcos_lib.backbone``
 03 FPN                 ``fcos_lib.fpn``
 04 head                ``fcos_lib.head``, ``fcos_lib.model``
-05 targets and losses  ``fcos_lib.targets``, ``fcos_lib.losses``
+05 targets and losses  ``fcos_lib.targets``, ``fcos_lib.losses``,
+                       ``fcos_lib.positives``
 06 training            ``fcos_lib.train``, ``fcos_lib.trainer``, ``fcos_lib.optim``
 07 evaluation          ``fcos_lib.inference``, ``fcos_lib.evaluate``,
                        ``fcos_lib.matching``, ``fcos_lib.viz``, ``fcos_lib.viewer``

@@ -3,7 +3,7 @@
 :func:`render_view` draws one image for one setting of the controls; :class:`BoxViewer`
 only wires the controls to it: pick an image, a score threshold, the classes to show, ground
 truth on or off, and an FPN level whose positive locations (the points that learn a box,
-from :func:`fcos_lib.targets.location_targets` on the model's own grid) are overlaid,
+from :func:`fcos_lib.positives.location_targets` on the model's own grid) are overlaid,
 coloured by their centerness target. Magenta marks every location of the chosen level.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fcos_lib.targets import location_targets
+from fcos_lib.positives import location_targets
 from fcos_lib.viz import class_mask, draw_detections, png_bytes, to_pixels
 
 __all__ = ["LOCATION_COLOR", "render_view", "BoxViewer", "model_location_targets"]
@@ -51,7 +51,8 @@ def render_view(image: Tensor, target: dict[str, Tensor] | None,
         level: index of the FPN level to overlay (None: none): every location of the level
             as a magenta dot, its positives as larger dots coloured by centerness (viridis:
             dark near a box's side, yellow at its centre).
-        level_overlay: the image's :func:`fcos_lib.targets.location_targets`, needed when ``level`` is set.
+        level_overlay: the image's :func:`fcos_lib.positives.location_targets`, needed when
+            ``level`` is set.
 
     Returns:
         uint8 (3, H·scale, W·scale).
@@ -167,7 +168,7 @@ class BoxViewer:
 
 def model_location_targets(model: torch.nn.Module, target: dict[str, Tensor], height: int,
                            width: int) -> list[dict[str, Tensor]]:
-    """:func:`fcos_lib.targets.location_targets` of one image, on ``model``'s own grid for an
+    """:func:`fcos_lib.positives.location_targets` of one image, on ``model``'s own grid for an
     image of ``height`` x ``width`` pixels, with its size ranges and center sampling."""
     options = model.loss_config
     return location_targets(target, model.grid(int(height), int(width)), model.strides,

@@ -73,17 +73,22 @@ def test_tiny_resizes_crops_and_drops_boxes(voc):
     # 000002, 50x80: x0.4 -> 20x32, crop rows 6..26. cat (0,60,50,80) -> (0,24,20,32)
     # -> (0,18,20,26) -> clipped (0,18,20,20); bird (4,4,5,9) -> 0.4 px wide, cropped away.
     # 000004, 40x40: x0.5, no crop: person (20,0,40,40) -> (10,0,20,20).
+    # The val split keeps difficult objects, flagged (the VOC protocol): 000004's chair
+    # (1,1,8,8) -> (0.5,0.5,4,4).
     val = VOC2007DetectionTiny(voc, "val", image_size=20)
-    assert val.cache_key.startswith("voc2007-tiny-val-20px-nodifficult-") and not val.train
+    assert val.cache_key.startswith("voc2007-tiny-val-20px-difficult-") and not val.train
     images, targets = collate([val[0], val[1]])
     assert images.shape == (2, 3, 20, 20)
     assert targets[0]["boxes"].tolist() == [[0, 18, 20, 20]]
     assert targets[0]["labels"].tolist() == [VOC_CLASSES.index("cat")]
-    assert targets[1]["boxes"].tolist() == [[10, 0, 20, 20]]
+    assert targets[1]["boxes"].tolist() == [[10, 0, 20, 20], [0.5, 0.5, 4, 4]]
+    assert targets[1]["difficult"].tolist() == [False, True]
+    course = VOC2007DetectionTiny(voc, "val", image_size=20, keep_difficult=False)
+    assert course.load(1)[1]["boxes"].tolist() == [[10, 0, 20, 20]]
     # 000001, 60x40: x0.5 -> 30x20, crop columns 5..25: dog (10,4,30,20) -> (0,2,10,10),
     # car (whole image) -> (0,0,20,20).
     train = build_dataset("voc2007-tiny", "train", image_size=20, root=voc)
-    assert train.train
+    assert train.train and not train.keep_difficult  # the course trains without them
     _, target = train.load(0)
     assert target["boxes"].tolist() == [[0, 2, 10, 10], [0, 0, 20, 20]]
     image, empty = train[1]  # 000003 has no objects
@@ -172,3 +177,34 @@ def test_cache_key_names_everything_that_changes_a_sample(voc, tmp_path):
             VOC2007DetectionTiny(voc, "train", image_size=20).cache_key,
             VOC2007DetectionTiny(other, "train", image_size=20).cache_key]
     assert len({cache_key(SimpleNamespace(cache_key=k)) for k in keys}) == len(keys)
+
+
+def test_the_voc_protocol_ignores_difficult_objects(voc):
+    """A detection of a difficult object neither helps nor hurts the mAP of the evaluation
+    splits; the course's view (difficult objects dropped) counts it as a false positive.
+
+    trainval has a person in 000004 and a difficult person in 000001. A detector finds both,
+    the difficult one with the higher score: with the flags its detection is set aside
+    (AP 1); without them it ranks first as a false positive (precision 1/2 at full recall).
+    """
+    from fcos_lib.evaluate import mean_average_precision
+
+    flagged = VOC2007DetectionTiny(voc, "trainval", image_size=40, keep_difficult=True)
+    course = VOC2007DetectionTiny(voc, "trainval", image_size=40, keep_difficult=False)
+    person = VOC_CLASSES.index("person")
+    targets = [flagged.load(i)[1] for i in range(len(flagged))]
+    assert sum(int(t["difficult"][t["labels"] == person].sum()) for t in targets) == 1
+    finds_all = [{"boxes": t["boxes"], "labels": t["labels"],
+                  "scores": torch.where(t["difficult"], 0.95, 0.9)} for t in targets]
+    skips_difficult = [{k: v[~t["difficult"]] for k, v in p.items()}
+                       for p, t in zip(finds_all, targets)]
+
+    def ap(predictions, targets):
+        return mean_average_precision(predictions, targets, 0.5, "area")["per_class"][person]
+
+    assert ap(finds_all, targets) == 1.0          # found: no reward, no penalty
+    assert ap(skips_difficult, targets) == 1.0    # missed: no penalty
+    course_targets = [course.load(i)[1] for i in range(len(course))]
+    assert ap(finds_all, course_targets) == pytest.approx(0.5)
+    assert ap(skips_difficult, course_targets) == 1.0
+

@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fcos_lib"
 # Floor -> its modules (a package name covers its submodules).
 FLOORS = [
     ("foundations", ["env", "validate", "config", "checkpoint", "distributed", "runlog"]),
-    ("pieces", ["data", "backbone", "fpn", "head", "targets", "optim", "matching"]),
+    ("pieces", ["data", "backbone", "fpn", "head", "targets", "positives", "optim",
+                "matching"]),
     ("losses and decoding", ["losses", "inference"]),
     ("the detector and its measure", ["model", "evaluate"]),
     ("around the detector", ["torchvision_port", "trainer", "viz"]),

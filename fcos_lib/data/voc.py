@@ -177,9 +177,15 @@ def voc2007_folder(root: str | os.PathLike) -> Path:
 
 
 class VOC2007DetectionTiny(VOCDataset):
-    """PASCAL VOC 2007 as in EECS 498-007 assignment A4: 20 classes, difficult objects
-    dropped, the shorter side resized to ``image_size`` then the central square, random
-    horizontal flips on the training split.
+    """PASCAL VOC 2007 as in EECS 498-007 assignment A4: 20 classes, the shorter side resized
+    to ``image_size`` then the central square, random horizontal flips on the training split.
+
+    Objects marked *difficult* (tiny, heavily occluded, hard to name) are dropped from the
+    training splits, as the course does. On the evaluation splits (``val``, ``test``) they are
+    kept, with the ``difficult`` flag, so that the mAP follows the VOC devkit: a detection of a
+    difficult object counts neither as a hit nor as a miss, and missing one costs nothing. The
+    course drops them there too, so that such a detection counts as a false positive; pass
+    ``keep_difficult=False`` for its number.
 
     Args:
         root: the data folder; the images are in ``<root>/VOCdevkit/VOC2007``.
@@ -188,13 +194,16 @@ class VOC2007DetectionTiny(VOCDataset):
         download: fetch and extract VOC 2007 first when it is missing or its extraction
             did not finish (no marker file from :func:`~fcos_lib.data.download.download_voc2007`).
         image_size: side of the square images, pixels.
+        keep_difficult: None (kept on ``val`` and ``test``, dropped on ``train`` and
+            ``trainval``), or True or False on every split.
     """
 
     SPLITS = ("train", "val", "trainval", "test")
     key_name = "voc2007-tiny"
 
     def __init__(self, root: str | os.PathLike = "data", split: str = "train",
-                 download: bool = False, image_size: int = 224):
+                 download: bool = False, image_size: int = 224,
+                 keep_difficult: bool | None = None):
         if split not in self.SPLITS:
             raise ValueError(f"unknown split {split!r}: VOC2007DetectionTiny has {self.SPLITS}")
         folder = voc2007_folder(root)
@@ -213,4 +222,8 @@ class VOC2007DetectionTiny(VOCDataset):
                 f"VOC 2007 ({split}) is not in {folder}. Download it with\n"
                 f"    python -m fcos_lib download voc2007 --root {root}{test}\n"
                 f"or pass download=True (460 MB for trainval, 451 MB for test).")
-        super().__init__(folder, split, image_size=image_size, train=split in ("train", "trainval"))
+        training = split in ("train", "trainval")
+        if keep_difficult is None:
+            keep_difficult = not training
+        super().__init__(folder, split, image_size=image_size, keep_difficult=keep_difficult,
+                         train=training)
