@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.ops import FrozenBatchNorm2d
 
+from fcos_lib.config import MODEL_CHOICES
 from fcos_lib.validate import one_of
 
-BACKBONES = ("tiny", "regnet_x_400mf", "resnet18", "resnet50")
+BACKBONES = MODEL_CHOICES["backbone"]
 
 # ImageNet weights of each torchvision backbone (the V1 recipes: the course's and the paper's).
 WEIGHTS = {

@@ -74,11 +74,11 @@ class FCOSConfig:
     def __post_init__(self) -> None:
         """Check every value and give it one type (tuples, floats), so that a config saved
         in a checkpoint and read back compares equal to the one that was saved."""
-        whole("num_classes", self.num_classes, minimum=1)
-        whole("fpn_channels", self.fpn_channels, minimum=1,
-              hint="the tiny preset uses 64, the paper 256")
-        whole("stem_convs", self.stem_convs, minimum=0)
-        whole("frozen_stages", self.frozen_stages, minimum=0)
+        self.num_classes = whole("num_classes", self.num_classes, minimum=1)
+        self.fpn_channels = whole("fpn_channels", self.fpn_channels, minimum=1,
+                                  hint="the tiny preset uses 64, the paper 256")
+        self.stem_convs = whole("stem_convs", self.stem_convs, minimum=0)
+        self.frozen_stages = whole("frozen_stages", self.frozen_stages, minimum=0)
         self.levels = one_of("levels", tuple(int(v) for v in self.levels), LEVELS)
         for name, allowed in MODEL_CHOICES.items():
             one_of(name, getattr(self, name), allowed)
@@ -207,15 +207,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse a bad setting here, with its name and the fix, not deep inside the loop."""
+        # Checked values are stored back as plain ints and floats (a NumPy or torch number
+        # would not load from a checkpoint with weights_only=True).
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "image_size"):
-            whole(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "eval_every", "eval_images", "num_workers"):
-            whole(name, getattr(self, name), minimum=0)
-        number("lr", self.lr, 0.0, low_open=True, hint="e.g. lr=0.01")
+            setattr(self, name, whole(name, getattr(self, name), minimum=1))
+        for name in ("warmup_steps", "eval_every", "eval_images", "num_workers", "seed"):
+            setattr(self, name, whole(name, getattr(self, name), minimum=0))
+        self.lr = number("lr", self.lr, 0.0, low_open=True, hint="e.g. lr=0.01")
         for name, allowed in TRAIN_CHOICES.items():
             one_of(name, getattr(self, name), allowed)
         # A checkpoint stores the milestones as a list: one type, so that resume compares.
-        self.milestones = tuple(self.milestones)
+        self.milestones = tuple(number("milestones", m, 0.0, 1.0) for m in self.milestones)
 
 
 # The settings of a run that take one of a few words.

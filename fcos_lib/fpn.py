@@ -19,10 +19,11 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcos_lib.config import LEVELS, MODEL_CHOICES
 from fcos_lib.validate import one_of
 
-INTERPOLATIONS = ("nearest", "bilinear")
-EXTRA_SOURCES = ("p5", "c5")
+INTERPOLATIONS = MODEL_CHOICES["interpolation"]
+EXTRA_SOURCES = MODEL_CHOICES["p6_from"]
 
 
 class FPN(nn.Module):
@@ -41,7 +42,7 @@ class FPN(nn.Module):
                  p6_from: str = "p5"):
         super().__init__()
         levels = tuple(levels)
-        one_of("levels", levels, ((3, 4, 5), (3, 4, 5, 6, 7)))
+        one_of("levels", levels, LEVELS)
         one_of("interpolation", interpolation, INTERPOLATIONS)
         one_of("p6_from", p6_from, EXTRA_SOURCES)
         if len(in_channels) != 3:

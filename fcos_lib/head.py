@@ -28,11 +28,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from fcos_lib.config import MODEL_CHOICES
 from fcos_lib.validate import one_of, whole
 
-NORMS = ("group", "batch", "none")
-CENTERNESS_ON = ("box", "cls")
-BOX_ACTIVATIONS = ("relu", "exp")
+NORMS = MODEL_CHOICES["norm"]
+CENTERNESS_ON = MODEL_CHOICES["centerness_on"]
+BOX_ACTIVATIONS = MODEL_CHOICES["box_activation"]
 
 
 def group_count(channels: int, most: int = 32) -> int:

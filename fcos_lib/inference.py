@@ -141,7 +141,7 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
 
 
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, dataset, batch_size: int = 16,
+def predict_dataset(model: torch.nn.Module, dataset, *, batch_size: int = 16,
                     max_images: int | None = None, **detect_kwargs
                     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
     """Run ``model.predict`` over (the first ``max_images`` of) a dataset.

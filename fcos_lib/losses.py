@@ -79,11 +79,13 @@ def focal_loss_plain(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.
         A scalar tensor: the sum over every location and class.
     """
     x = torch.cat(list(logits), dim=1)                                       # (B, L, C)
+    # One-hot of each location's class; background (-1) is clamped to class 0, then zeroed.
     positive = (labels >= 0)[..., None]                                      # (B, L, 1)
     target = F.one_hot(labels.clamp(min=0), x.shape[-1]).to(x) * positive   # (B, L, C)
     p = torch.sigmoid(x)
     p_t = p * target + (1 - p) * (1 - target)
     alpha_t = alpha * target + (1 - alpha) * (1 - target)
+    # -log(p_t) from the logits: log(sigmoid(x)) would be -inf for x far below 0.
     minus_log_p_t = F.binary_cross_entropy_with_logits(x, target, reduction="none")
     return (alpha_t * (1 - p_t) ** gamma * minus_log_p_t).sum()
 

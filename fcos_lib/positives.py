@@ -5,9 +5,8 @@ FCOS has no anchors to match, but it can still fail to give an object any locati
 from: the object may be too small for its level's grid, fall between the points, or lose every
 point it contains to a smaller box. The paper measures this as the **best possible recall**
 (BPR): the share of ground-truth boxes that at least one location is assigned to, an upper
-bound on the recall of any detector trained with that assignment (Tian et al. 2019, section
-4.1.1, report 98.40% on COCO for FCOS with P3-P7, against 99.23% for RetinaNet's anchors at
-IoU 0.4).
+bound on the recall of any detector trained with that assignment. The paper reports 98.4% on
+COCO for FCOS with FPN (arXiv:1904.01355, Table 1), on a par with anchor-based RetinaNet.
 """
 from __future__ import annotations
 
@@ -40,7 +39,8 @@ def location_targets(target: dict[str, Tensor], locations: Sequence[Tensor],
         ``box`` (L_l,) int64 (the matched box, -1 for background), ``centerness`` (L_l,)
         (0 on background), ``stride`` (int).
     """
-    locations = [p.detach().cpu().float() for p in locations]
+    # A copy: the model hands out its cached grid, which an edit here must not change.
+    locations = [p.detach().cpu().float().clone() for p in locations]
     ranges = size_ranges or default_size_ranges(list(strides))
     boxes = target["boxes"].detach().cpu().float()[None]                     # (1, N, 4)
     labels = target["labels"].cpu()[None]

@@ -162,7 +162,9 @@ def assign_targets_plain(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequenc
 
     For each image, the distances from every location (x, y) to the four sides of every box
     (x0, y0, x1, y1), l* = x - x0, t* = y - y0, r* = x1 - x, b* = y1 - y, make an (L, M, 4)
-    table; then one line per rule.
+    table; then one line per rule. The size range is open at both ends, lo < max < hi, as
+    torchvision and the course have it (the paper writes its bounds as inclusive; the two
+    differ only for a distance exactly on a bound).
 
     Args:
         gt_boxes: (B, M, 4) xyxy boxes in input pixels, padded (see :func:`pad_targets`).
@@ -183,21 +185,22 @@ def assign_targets_plain(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequenc
     hi = torch.cat([points.new_full((n,), float(r[1])) for n, r in zip(per_level, size_ranges)])
     matched = []
     for boxes, labels in zip(gt_boxes, gt_labels):                  # one image: (M, 4), (M,)
+        if len(boxes) == 0:                                           # no box: all background
+            matched.append(gt_labels.new_full((len(points),), -1))
+            continue
         x0, y0, x1, y1 = boxes.unbind(dim=-1)                                # (M,) each
         ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)         # (L, M, 4)
         # 1. Inside: all four distances positive (and, with center sampling, near the centre).
-        ok = (ltrb.amin(dim=-1) > 0) & (labels >= 0)                         # (L, M)
+        ok = ltrb.amin(dim=-1) > 0                                           # (L, M)
         if center_sampling_radius is not None:
             radius = center_sampling_radius * stride[:, None]                # (L, 1)
             ok &= ((x - (x0 + x1) / 2).abs() < radius) & ((y - (y0 + y1) / 2).abs() < radius)
         # 2. Scale: the farthest side lies strictly inside the level's range.
         farthest = ltrb.amax(dim=-1)                                         # (L, M)
         ok &= (farthest > lo[:, None]) & (farthest < hi[:, None])
+        ok &= labels >= 0                               # padding rows (label -1) never match
         # 3. Ambiguity: the smallest box wins (argmin keeps the first of equal areas).
-        area = ((x1 - x0) * (y1 - y0)).expand_as(ok)                         # (L, M)
-        if area.shape[1] == 0:
-            matched.append(gt_labels.new_full((len(points),), -1))
-            continue
+        area = (x1 - x0) * (y1 - y0)                                         # (M,)
         smallest = torch.where(ok, area, math.inf).argmin(dim=1)             # (L,)
         matched.append(torch.where(ok.any(dim=1), smallest, -1))
     return torch.stack(matched) if matched else gt_labels.new_zeros(0, len(points))

@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
             model = model.to(memory_format=torch.channels_last)
 
         def evaluate(net: torch.nn.Module) -> dict[str, float]:
-            return {"map50": evaluate_model(net, val_set, cfg.eval_images)["map"]}
+            return {"map50": evaluate_model(net, val_set, max_images=cfg.eval_images)["map"]}
 
         trainer = Trainer(cfg, model, train_set, evaluate=evaluate, on_log=on_log,
                           progress=progress, info=info)

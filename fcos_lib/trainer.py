@@ -45,8 +45,10 @@ class Trainer:
 
     Args:
         cfg: the run's settings (optimizer, schedule, steps, batch size, where to save).
-        model: the detector, on the device to train on; ``model(images, targets)`` returns
-            the loss dict; ``model.config`` (an ``FCOSConfig``) goes into the checkpoints.
+        model: the detector, on the device to train on (the trainer follows the model, and
+            ``cfg.device`` is read only by :func:`fcos_lib.train.train`, which places it);
+            ``model(images, targets)`` returns the loss dict; ``model.config`` (an
+            ``FCOSConfig``) goes into the checkpoints.
         train_set: map-style dataset of ``(image (3, H, W), target)`` with ``class_names``.
         evaluate: ``evaluate(model) -> {"map50": ...}``, called on rank 0 every
             ``cfg.eval_every`` steps and at the end (None: no evaluation).

@@ -31,6 +31,7 @@ def one_of(name: str, value: Any, allowed: Sequence[Any], hint: str = "") -> Any
 
 def whole(name: str, value: Any, minimum: int = 0, hint: str = "") -> int:
     """``value`` as an int if it is a whole number (not a bool) of at least ``minimum``."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name}={value!r}: must be a whole number >= {minimum}{_tail(hint)}")
     return int(value)
@@ -40,6 +41,7 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
            low_open: bool = False, hint: str = "") -> float:
     """``value`` if it is a real number (not a bool) in [low, high] (``(low, high]`` when
     ``low_open``); either bound may be None."""
+    value = _scalar(value)
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and value == value
     if ok and low is not None:
         ok = value > low if low_open else value >= low
@@ -77,8 +79,17 @@ def integer_labels(name: str, labels: Tensor) -> Tensor:
     return labels
 
 
+def _scalar(value: Any) -> Any:
+    """A one-element tensor as its Python number; anything else as it is."""
+    if torch.is_tensor(value) and value.numel() == 1:
+        return value.item()
+    return value
+
+
 def _span(low: float | None, high: float | None, low_open: bool) -> str:
-    """'> 0', '<= 1' or 'in (0, 1]': the range a number must lie in, in words."""
+    """'> 0', '<= 1', 'in (0, 1]' or '' : the range a number must lie in, in words."""
+    if low is None and high is None:
+        return "(a real number, not NaN)"
     if high is None:
         return f"{'>' if low_open else '>='} {low:g}"
     if low is None:

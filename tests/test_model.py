@@ -314,3 +314,20 @@ def test_from_torchvision_refuses_what_it_cannot_build():
     tv.backbone.fpn.extra_blocks = LastLevelMaxPool()
     with pytest.raises(ValueError, match="LastLevelMaxPool has no counterpart"):
         from_torchvision(tv)
+
+
+def test_configs_store_plain_numbers(tmp_path):
+    """NumPy and torch numbers given as settings are stored as Python ints and floats, so the
+    checkpoint that holds them loads with weights_only=True."""
+    import numpy as np
+
+    from fcos_lib.config import get_preset
+
+    model = FCOS(np.int64(3), fpn_channels=np.int64(16), location_offset=torch.tensor(0.0))
+    run = get_preset("shapes", steps=np.int64(5), lr=np.float32(0.02))
+    assert type(model.config.num_classes) is int and type(model.config.fpn_channels) is int
+    assert type(model.config.location_offset) is float
+    assert type(run.steps) is int and type(run.lr) is float
+    torch.save({"model": asdict(model.config), "train": asdict(run)}, tmp_path / "c.pt")
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert FCOSConfig(**saved["model"]) == model.config

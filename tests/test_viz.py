@@ -244,13 +244,21 @@ def test_viewer_rejects_mismatched_inputs():
 
 
 def test_the_viewer_overlays_with_the_models_settings():
+    """The picture with P3 chosen is the one drawn with the model's offset and center
+    sampling, which put the positives elsewhere than the defaults do."""
     model = FCOS(3, location_offset=0.0, center_sampling_radius=1.5)
     target, prediction = sample()
     images = normalize(gray_image())[None]
     viewer = BoxViewer(images, [target], [prediction], NAMES, model=model)
-    viewer.level.value = 1
+    viewer.level.value = 0
     locations = [level_locations(64 // s, 64 // s, s, 0.0) for s in (8, 16, 32)]
     expected = location_targets(target, locations, [8, 16, 32], None, 1.5)
-    assert f"{int(expected[1]['positive'].sum())} positive locations" in viewer.info.value
+    default = course_overlays(target)
+    assert not torch.equal(expected[0]["box"], default[0]["box"])  # the settings matter here
+    drawn = render_view(images[0], target, prediction, score_thresh=viewer.score.value,
+                        classes=list(viewer.classes.value), show_gt=True, level=0,
+                        level_overlay=expected, class_names=NAMES, scale=viewer.scale)
+    assert torch.equal(viewer.last_view, drawn)
+    assert f"{int(expected[0]['positive'].sum())} positive locations" in viewer.info.value
     without = BoxViewer(images, [target], [prediction], NAMES)  # no model: no level to pick
     assert [value for _, value in without.level.options] == [None]

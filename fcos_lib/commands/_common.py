@@ -1,10 +1,15 @@
-"""What the commands share: printing an error, and argument types that check their values."""
+"""What the commands share: printing an error, argument types that check their values, and
+the options and loading of a trained model."""
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-__all__ = ["error", "positive_int"]
+from fcos_lib.env import pick_device
+from fcos_lib.model import FCOS
+
+__all__ = ["error", "positive_int", "add_model_arguments", "load_trained"]
 
 
 def error(message: object, status: int = 2) -> int:
@@ -22,3 +27,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is less than 1")
     return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (required) and ``--device``: the options of a command that runs a
+    trained model."""
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
+
+
+def load_trained(args: argparse.Namespace) -> tuple[FCOS, dict[str, Any]]:
+    """The model of ``args.checkpoint`` on ``args.device`` and its run (see
+    ``FCOS.from_checkpoint``); raises ``CheckpointError`` for a missing or broken file."""
+    return FCOS.from_checkpoint(args.checkpoint, pick_device(args.device))

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import error, positive_int
+from fcos_lib.commands._common import add_model_arguments, error, load_trained, positive_int
 from fcos_lib.data import build_dataset
-from fcos_lib.env import pick_device
 from fcos_lib.evaluate import METHODS, evaluate_model, format_table
-from fcos_lib.model import FCOS
 
 
 def _iou_argument(text: str) -> float | str:
@@ -32,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m fcos_lib evaluate --checkpoint PATH --dataset shapes|voc2007-tiny``."""
     parser = argparse.ArgumentParser(prog="python -m fcos_lib evaluate",
                                      description="mAP of a checkpoint on a dataset split.")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train")
+    add_model_arguments(parser)
     parser.add_argument("--dataset", required=True, choices=["shapes", "voc2007-tiny"])
     parser.add_argument("--split", default="val")
     parser.add_argument("--iou", default=0.5, type=_iou_argument,
@@ -40,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="area", choices=METHODS)
     parser.add_argument("--max-images", type=positive_int, help="only the first N images")
     parser.add_argument("--root", default="data", help="where VOC lives (voc2007-tiny)")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
     parser.add_argument("--out", help="write the table as JSON here")
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
@@ -54,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """The evaluate command after its arguments are parsed; bad input raises."""
-    device = pick_device(args.device)
-    model, config = FCOS.from_checkpoint(args.checkpoint, device)
+    model, config = load_trained(args)
     extra = {"root": args.root} if args.dataset == "voc2007-tiny" else {}
     dataset = build_dataset(args.dataset, args.split, image_size=config["train"]["image_size"],
                             **extra)
@@ -63,14 +59,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"the checkpoint knows the classes {list(config['class_names'])}, "
                          f"{args.dataset} has {list(dataset.class_names)}: evaluate on the "
                          "dataset it was trained on")
-    result = evaluate_model(model, dataset, args.max_images, iou_threshold=args.iou,
-                            method=args.method)
+    result = evaluate_model(model, dataset, max_images=args.max_images,
+                            iou_threshold=args.iou, method=args.method)
     names = list(dataset.class_names)
     print(format_table(result, names))
     if args.out:
-        images = min(len(dataset), args.max_images or len(dataset))
         report = {"checkpoint": str(args.checkpoint), "dataset": args.dataset,
-                  "split": args.split, "images": images, "method": args.method,
+                  "split": args.split, "images": result["images"], "method": args.method,
                   "iou_thresholds": result["iou_thresholds"], "map": result["map"],
                   "per_class": {names[c]: {"ap": result["per_class"].get(c),
                                            "num_gt": result["num_gt"][c],

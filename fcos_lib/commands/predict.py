@@ -9,10 +9,8 @@ from pathlib import Path
 import torch
 
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import error
-from fcos_lib.env import pick_device
+from fcos_lib.commands._common import add_model_arguments, error, load_trained
 from fcos_lib.inference import load_image
-from fcos_lib.model import FCOS
 from fcos_lib.viz import draw_detections, png_bytes
 
 
@@ -22,19 +20,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fcos_lib predict",
                                      description="Draw a checkpoint's boxes on image files.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by train")
+    add_model_arguments(parser)
     parser.add_argument("--out", default="predictions", help="folder for the PNGs")
     parser.add_argument("--score-thresh", type=float, default=0.3,
                         help="draw boxes scoring above this (default 0.3)")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
     args = parser.parse_args(argv)
     missing = [p for p in [args.checkpoint, *args.images] if not Path(p).is_file()]
     if missing:
         return error(f"no such file: {', '.join(missing)}")
 
-    device = pick_device(args.device)
     try:
-        model, config = FCOS.from_checkpoint(args.checkpoint, device)
+        model, config = load_trained(args)
     except CheckpointError as err:
         return error(err)
     size, names = config["train"]["image_size"], list(config["class_names"])
@@ -44,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = [load_image(p, size) for p in args.images]
     except ValueError as err:
         return error(err)
-    images = torch.stack([normalized for _, normalized in loaded]).to(device)
+    weight = next(model.parameters())
+    images = torch.stack([normalized for _, normalized in loaded]).to(weight.device)
     predictions = model.predict(images, score_thresh=args.score_thresh)
     for path, (pixels, _), pred in zip(args.images, loaded, predictions):
         drawn = draw_detections(pixels, {k: v.cpu() for k, v in pred.items()}, class_names=names)
