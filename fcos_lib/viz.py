@@ -7,6 +7,7 @@ the ground truth.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,10 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
                     target: dict[str, Tensor] | None = None, *,
                     class_names: Sequence[str] | None = None, score_thresh: float = 0.0,
                     classes: Sequence[int] | None = None, scale: int = 1,
-                    width: int = 2) -> Tensor:
+                    width: int | None = None, labels: bool = True) -> Tensor:
     """Boxes on an image: predictions in their class's colour with "name score", ground
-    truth in white with its name, overlaid.
+    truth in white with its name, overlaid. Labels sit on a filled patch of the box's colour,
+    in a font that grows with the picture, so that they stay readable on any background.
 
     Args:
         image: uint8 or normalized float (3, H, W) (see :func:`to_pixels`).
@@ -89,7 +91,10 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
         score_thresh: draw predictions scoring at least this.
         classes: draw only these class labels (default: all).
         scale: enlarge the image this many times first.
-        width: line width of the predictions, pixels.
+        width: line width of the predictions, pixels (default: grows with the picture).
+        labels: write "name score" on each box; False draws boxes alone (for pictures too
+            small or too crowded to read, with a legend beside them, as
+            :func:`plot_detections_grid` does).
 
     Returns:
         uint8 (3, H·scale, W·scale).
@@ -102,22 +107,48 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
                          "names of the dataset the model was trained on")
     num_classes = len(class_names) if class_names else largest + 1
     colors = class_colors(num_classes)
+    side = min(pixels.shape[-2:])
+    width = width or max(2, round(side / 160))
     if target is not None and len(target["boxes"]):
         keep = class_mask(target["labels"].cpu(), classes)
-        boxes, labels = target["boxes"].detach().cpu()[keep], target["labels"].cpu()[keep]
+        boxes, classes_ = target["boxes"].detach().cpu()[keep], target["labels"].cpu()[keep]
         if len(boxes):
-            pixels = draw_bounding_boxes(pixels, boxes.float() * scale, width=1,
-                                         labels=[_name(int(c), class_names) for c in labels],
-                                         colors=[GT_COLOR] * len(boxes))
+            texts = [_name(int(c), class_names) for c in classes_] if labels else None
+            pixels = _draw(pixels, boxes.float() * scale, [GT_COLOR] * len(boxes), texts,
+                           max(1, width // 2), side)
     if prediction is not None and len(prediction["boxes"]):
-        scores, labels = prediction["scores"].detach().cpu(), prediction["labels"].cpu()
-        keep = (scores >= score_thresh) & class_mask(labels, classes)
-        boxes, scores, labels = prediction["boxes"].detach().cpu()[keep], scores[keep], labels[keep]
+        scores, classes_ = prediction["scores"].detach().cpu(), prediction["labels"].cpu()
+        keep = (scores >= score_thresh) & class_mask(classes_, classes)
+        boxes = prediction["boxes"].detach().cpu()[keep]
+        scores, classes_ = scores[keep], classes_[keep]
         if len(boxes):
-            texts = [f"{_name(int(c), class_names)} {float(s):.2f}" for c, s in zip(labels, scores)]
-            pixels = draw_bounding_boxes(pixels, boxes.float() * scale, width=width, labels=texts,
-                                         colors=[colors[int(c) % len(colors)] for c in labels])
+            texts = ([f"{_name(int(c), class_names)} {float(s):.2f}"
+                      for c, s in zip(classes_, scores)] if labels else None)
+            pixels = _draw(pixels, boxes.float() * scale,
+                           [colors[int(c) % len(colors)] for c in classes_], texts, width, side)
     return pixels
+
+
+# torchvision 0.21 and later can put a label on a filled patch; older ones write it bare.
+_FILLED_LABELS = "fill_labels" in inspect.signature(draw_bounding_boxes).parameters
+
+
+def _draw(pixels: Tensor, boxes: Tensor, colors: list[tuple[int, int, int]],
+          texts: list[str] | None, width: int, side: int) -> Tensor:
+    """``draw_bounding_boxes`` with a readable label: DejaVu Sans (shipped with matplotlib)
+    sized to the picture, black or white text on a patch of the box's colour."""
+    if texts is None:
+        return draw_bounding_boxes(pixels, boxes, colors=colors, width=width)
+    from matplotlib import font_manager
+
+    font = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+    style: dict[str, Any] = {"font": font, "font_size": max(9, round(side / 24))}
+    if _FILLED_LABELS:
+        dark = [0.299 * r + 0.587 * g + 0.114 * b < 140 for r, g, b in colors]
+        style.update(fill_labels=True, label_colors=[(255, 255, 255) if d else (0, 0, 0)
+                                                     for d in dark])
+    return draw_bounding_boxes(pixels, boxes, labels=texts, colors=colors, width=width,
+                               **style)
 
 
 def class_mask(labels: Tensor, classes: Sequence[int] | None) -> Tensor:
@@ -134,7 +165,8 @@ def plot_detections_grid(images: Tensor, predictions: Sequence[dict[str, Tensor]
                          targets: Sequence[dict[str, Tensor]] | None = None, *,
                          class_names: Sequence[str] | None = None, score_thresh: float = 0.3,
                          ncols: int = 4, scale: int = 2, titles: Sequence[str] | None = None):
-    """A grid of images with their predicted boxes (class colours) and ground truth (white).
+    """A grid of images with their predicted boxes (class colours) and ground truth (white),
+    and a legend of the colours: small pictures have no room for a label on every box.
 
     Args:
         images: (B, 3, H, W) normalized (or uint8).
@@ -144,14 +176,27 @@ def plot_detections_grid(images: Tensor, predictions: Sequence[dict[str, Tensor]
     Returns:
         A matplotlib Figure.
     """
-    pictures, captions = [], []
+    from matplotlib.patches import Patch
+
+    pictures, captions, seen = [], [], set()
     for i, image in enumerate(images):
         target = targets[i] if targets is not None else None
         pictures.append(draw_detections(image, predictions[i], target, class_names=class_names,
-                                        score_thresh=score_thresh, scale=scale))
-        shown = int((predictions[i]["scores"] >= score_thresh).sum())
-        captions.append(titles[i] if titles else f"{shown} boxes >= {score_thresh:g}")
-    return plot_pictures(pictures, ncols=ncols, titles=captions)
+                                        score_thresh=score_thresh, scale=scale, labels=False))
+        kept = predictions[i]["scores"] >= score_thresh
+        seen |= set(predictions[i]["labels"][kept].tolist())
+        captions.append(titles[i] if titles else f"{int(kept.sum())} boxes >= {score_thresh:g}")
+    fig = plot_pictures(pictures, ncols=ncols, titles=captions)
+    colors = class_colors(len(class_names) if class_names else max(seen, default=0) + 1)
+    handles = [Patch(facecolor=[v / 255 for v in colors[c]], label=_name(c, class_names))
+               for c in sorted(seen)]
+    if targets is not None:
+        handles.append(Patch(facecolor="white", edgecolor="black", label="ground truth"))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7),
+                   bbox_to_anchor=(0.5, -0.02), frameon=False, fontsize=9)
+        fig.subplots_adjust(bottom=0.08)
+    return fig
 
 
 def plot_pictures(pictures: Sequence[Tensor], *, ncols: int = 4, size: float = 3.2,
