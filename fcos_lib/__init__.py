@@ -14,7 +14,8 @@ notebook               modules
                        ``fcos_lib.positives``
 06 training            ``fcos_lib.train``, ``fcos_lib.trainer``, ``fcos_lib.optim``
 07 evaluation          ``fcos_lib.inference``, ``fcos_lib.evaluate``,
-                       ``fcos_lib.matching``, ``fcos_lib.viz``, ``fcos_lib.viewer``
+                       ``fcos_lib.matching``, ``fcos_lib.viz``, ``fcos_lib.curves``,
+                       ``fcos_lib.viewer``
 =====================  ==========================================================
 
 Under them: ``fcos_lib.env`` (device, quick mode, seeds, ``show_source``),

@@ -33,7 +33,7 @@ from fcos_lib.env import pick_device, seed_everything
 from fcos_lib.evaluate import evaluate_model
 from fcos_lib.model import FCOS
 from fcos_lib.trainer import Trainer
-from fcos_lib.viz import save_loss_curve
+from fcos_lib.curves import save_loss_curve
 
 __all__ = ["train", "build_datasets", "build_model"]
 
@@ -68,7 +68,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         resume: continue from ``<out>/checkpoint.pt`` if it exists (else start afresh);
             without it an existing checkpoint is an error, never silently overwritten.
         on_log: called on rank 0 with every metrics record (the dicts of ``metrics.jsonl``),
-            e.g. :class:`fcos_lib.viz.LiveLossPlot` to draw the losses as they come.
+            e.g. :class:`fcos_lib.curves.LiveLossPlot` to draw the losses as they come.
         progress: show a tqdm bar with the running losses.
 
     Raises:

@@ -1,15 +1,15 @@
-"""Pictures of what the detector sees: boxes, grids, precision/recall and loss curves.
+"""Pictures of what the detector sees: boxes on images, and grids of them.
 
 Everything draws with plain functions that return pixels (uint8 (3, H, W), drawn by
 ``torchvision.utils.draw_bounding_boxes``) or matplotlib figures; the interactive viewer
-(:mod:`fcos_lib.viewer`) is built on them. Colours: one per class (predictions), white for
-the ground truth.
+(:mod:`fcos_lib.viewer`) is built on them, and :mod:`fcos_lib.curves` draws the numbers
+(precision/recall and loss curves). Colours: one per class (predictions), white for the
+ground truth.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +18,9 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
 from fcos_lib.data import denormalize
-from fcos_lib.evaluate import interpolated_precision
-from fcos_lib.runlog import read_metrics
 
 __all__ = ["class_colors", "to_pixels", "png_bytes", "draw_detections", "plot_pictures",
-           "plot_detections_grid", "plot_pr_curves", "plot_loss_curves", "save_loss_curve",
-           "LiveLossPlot"]
+           "plot_detections_grid", "class_mask"]
 
 GT_COLOR = (255, 255, 255)
 
@@ -70,7 +67,8 @@ def png_bytes(pixels: Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _name(label: int, class_names: Sequence[str] | None) -> str:
+def class_name(label: int, class_names: Sequence[str] | None) -> str:
+    """The name of class ``label`` (its number when there are no names)."""
     return class_names[label] if class_names else str(label)
 
 
@@ -113,7 +111,7 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
         keep = class_mask(target["labels"].cpu(), classes)
         boxes, classes_ = target["boxes"].detach().cpu()[keep], target["labels"].cpu()[keep]
         if len(boxes):
-            texts = [_name(int(c), class_names) for c in classes_] if labels else None
+            texts = [class_name(int(c), class_names) for c in classes_] if labels else None
             pixels = _draw(pixels, boxes.float() * scale, [GT_COLOR] * len(boxes), texts,
                            max(1, width // 2), side)
     if prediction is not None and len(prediction["boxes"]):
@@ -122,7 +120,7 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None,
         boxes = prediction["boxes"].detach().cpu()[keep]
         scores, classes_ = scores[keep], classes_[keep]
         if len(boxes):
-            texts = ([f"{_name(int(c), class_names)} {float(s):.2f}"
+            texts = ([f"{class_name(int(c), class_names)} {float(s):.2f}"
                       for c, s in zip(classes_, scores)] if labels else None)
             pixels = _draw(pixels, boxes.float() * scale,
                            [colors[int(c) % len(colors)] for c in classes_], texts, width, side)
@@ -188,7 +186,7 @@ def plot_detections_grid(images: Tensor, predictions: Sequence[dict[str, Tensor]
         captions.append(titles[i] if titles else f"{int(kept.sum())} boxes >= {score_thresh:g}")
     fig = plot_pictures(pictures, ncols=ncols, titles=captions)
     colors = class_colors(len(class_names) if class_names else max(seen, default=0) + 1)
-    handles = [Patch(facecolor=[v / 255 for v in colors[c]], label=_name(c, class_names))
+    handles = [Patch(facecolor=[v / 255 for v in colors[c]], label=class_name(c, class_names))
                for c in sorted(seen)]
     if targets is not None:
         handles.append(Patch(facecolor="white", edgecolor="black", label="ground truth"))
@@ -224,111 +222,3 @@ def plot_pictures(pictures: Sequence[Tensor], *, ncols: int = 4, size: float = 3
                 ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def plot_pr_curves(result: dict[str, Any], class_names: Sequence[str] | None = None,
-                   classes: Sequence[int] | None = None, ncols: int = 4):
-    """Precision/recall curves of a :func:`fcos_lib.evaluate.mean_average_precision` result:
-    per class, the raw curve and the interpolated one (best precision at this recall or
-    beyond) whose area is the AP.
-
-    Returns:
-        A matplotlib Figure, one panel per class that has ground truth.
-    """
-    import matplotlib.pyplot as plt
-
-    classes = list(result["curves"]) if classes is None else list(classes)
-    missing = [c for c in classes if c not in result["curves"]]
-    if missing:
-        raise ValueError(f"no curve for classes {missing}: they have no ground truth; the "
-                         f"classes with curves are {sorted(result['curves'])}")
-    ncols = max(1, min(ncols, len(classes)))
-    nrows = max(1, -(-len(classes) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(classes):]:
-        ax.axis("off")
-    for ax, c in zip(axes.flat, classes):
-        curve = result["curves"][c]
-        recall, precision = curve["recall"], curve["precision"]
-        envelope = interpolated_precision(precision)
-        ax.plot(recall, precision, color="0.6", lw=1, label="precision")
-        ax.step(np.r_[0.0, recall], np.r_[envelope[:1], envelope], where="pre", color="C0",
-                lw=1.5, label="interpolated")
-        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
-        ax.set_title(f"{_name(c, class_names)}: AP {result['per_class'][c]:.3f}", fontsize=10)
-    if classes:  # a legend of an empty panel would warn on stderr
-        axes.flat[0].legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_loss_curves(records: Sequence[dict[str, Any]]):
-    """The losses of a training log against the step, and the validation mAP@0.5.
-
-    Args:
-        records: the dicts of ``metrics.jsonl``: loss lines (``step``, ``classification``,
-            ``bbox_regression``, ``bbox_ctrness``, ``total``, ...) and evaluation lines
-            (``step``, ``map50``).
-
-    Returns:
-        A matplotlib Figure: losses (log scale) on the left, mAP@0.5 on the right.
-    """
-    import matplotlib.pyplot as plt
-
-    losses = [r for r in records if "total" in r]
-    evals = [r for r in records if "map50" in r]
-    fig, (ax, ax_map) = plt.subplots(1, 2, figsize=(10, 3.5),
-                                     gridspec_kw={"width_ratios": [2, 1]})
-    for key in ("total", "classification", "bbox_regression", "bbox_ctrness"):
-        points = [(r["step"], r[key]) for r in losses if key in r]
-        if points:
-            steps, values = zip(*points)
-            ax.plot(steps, values, lw=2 if key == "total" else 1, label=key)
-    ax.set(xlabel="step", ylabel="loss", title="training losses")
-    if losses:
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    if evals:
-        ax_map.plot([r["step"] for r in evals], [r["map50"] for r in evals], "o-", color="C3")
-    ax_map.set(xlabel="step", ylabel="mAP@0.5", title="validation mAP@0.5", ylim=(0, 1))
-    fig.tight_layout()
-    return fig
-
-
-def save_loss_curve(out: str | Path) -> Path:
-    """Draw the loss curves (and mAP points) of ``<out>/metrics.jsonl`` to
-    ``<out>/loss_curve.png``; return that path."""
-    import matplotlib.pyplot as plt
-
-    fig = plot_loss_curves(read_metrics(out))
-    path = Path(out) / "loss_curve.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-class LiveLossPlot:
-    """An ``on_log`` callback for notebooks: the loss curves, redrawn in place as it trains.
-
-    Args:
-        every: redraw after this many loss records (evaluation records always redraw).
-        records: earlier records to start from (e.g. ``read_metrics(out)`` when resuming).
-    """
-
-    def __init__(self, every: int = 5, records: list[dict[str, Any]] | None = None):
-        self.every, self.records, self.handle = every, list(records or []), None
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        """Take one metrics record; redraw when it is time."""
-        self.records.append(record)
-        if "total" in record and sum("total" in r for r in self.records) % self.every:
-            return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        fig = plot_loss_curves(self.records)
-        if self.handle is None:
-            self.handle = display(fig, display_id=True)
-        else:
-            self.handle.update(fig)
-        plt.close(fig)

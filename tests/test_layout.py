@@ -25,7 +25,7 @@ FLOORS = [
                 "matching"]),
     ("losses and decoding", ["losses", "inference"]),
     ("the detector and its measure", ["model", "evaluate"]),
-    ("around the detector", ["torchvision_port", "trainer", "viz"]),
+    ("around the detector", ["torchvision_port", "trainer", "viz", "curves"]),
     ("wholes", ["train", "viewer"]),
     ("commands", ["commands", "__main__"]),
 ]

@@ -17,8 +17,9 @@ from fcos_lib.model import FCOS, level_locations
 from fcos_lib.positives import location_targets
 from fcos_lib.targets import assign_targets, default_size_ranges
 from fcos_lib.viewer import LOCATION_COLOR, BoxViewer, model_location_targets, render_view
+from fcos_lib.curves import plot_loss_curves, plot_pr_curves
 from fcos_lib.viz import (GT_COLOR, class_colors, draw_detections, plot_detections_grid,
-                          plot_loss_curves, plot_pictures, plot_pr_curves, to_pixels)
+                          plot_pictures, to_pixels)
 
 NAMES = ["circle", "square", "triangle"]
 GRAY = 60

@@ -30,7 +30,8 @@ from fcos_lib.evaluate import evaluate_model
 from fcos_lib.model import FCOS
 from fcos_lib.train import build_datasets, train
 from fcos_lib.trainer import NonFiniteLossError
-from fcos_lib.viz import plot_detections_grid, save_loss_curve
+from fcos_lib.curves import save_loss_curve
+from fcos_lib.viz import plot_detections_grid
 
 TARGET_MAP50 = 0.70  # on the shapes validation split, within 10 minutes of CPU training
 
