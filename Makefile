@@ -1,10 +1,10 @@
-# make demo | make test | make lab   (each sets up .venv first when needed)
+# make demo | make test | make lab | make student   (each sets up .venv first when needed)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab bench clean
+.PHONY: setup demo test lab bench student clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ lab: setup
 
 bench: setup
 	$(PY) -m bench
+
+student: setup
+	$(PY) tools/make_student.py
 
 clean:
 	rm -rf runs .pytest_cache

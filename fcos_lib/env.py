@@ -29,9 +29,10 @@ def pick(real, quick):
 
 
 def _base() -> Path:
-    """The repository's root when run from it or from its ``notebooks/``, else the current folder."""
+    """The repository's root when run from it, its ``notebooks/`` or ``notebooks/student/``,
+    else the current folder."""
     here = Path.cwd()
-    for folder in (here, here.parent):
+    for folder in (here, here.parent, here.parent.parent):
         if (folder / "fcos_lib").is_dir() and (folder / "notebooks").is_dir():
             return folder
     return here

@@ -69,6 +69,21 @@ class FPN(nn.Module):
             return F.interpolate(x, size=size, mode="nearest")
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
+    def top_down(self, laterals: Sequence[Tensor]) -> list[Tensor]:
+        """The top-down pathway: from the coarsest map down, each level is its lateral map
+        plus the level above it upsampled to its size.
+
+        Args:
+            laterals: [C3', C4', C5'] after the 1x1 lateral convs, (B, C, H_l, W_l).
+
+        Returns:
+            The merged maps, finest first, shapes as ``laterals``.
+        """
+        merged = [laterals[-1]]                                      # starts at C5
+        for lateral in reversed(laterals[:-1]):                      # C4, then C3
+            merged.insert(0, lateral + self.upsample(merged[0], lateral.shape[-2:]))
+        return merged
+
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Args: features [C3, C4, C5], (B, C_l, H_l, W_l). Returns: [P3, ..., P_max],
         (B, out_channels, H_l, W_l), each level half the size of the previous (rounded up)."""
@@ -76,9 +91,7 @@ class FPN(nn.Module):
             raise ValueError(f"the FPN got {len(features)} feature maps, it needs 3: C3, C4, C5 "
                              "of the backbone (strides 8, 16, 32)")
         laterals = [conv(c) for conv, c in zip(self.lateral, features, strict=True)]
-        merged = [laterals[-1]]                                      # starts at C5
-        for lateral in reversed(laterals[:-1]):                      # C4, then C3
-            merged.insert(0, lateral + self.upsample(merged[0], lateral.shape[-2:]))
+        merged = self.top_down(laterals)
         pyramid = [conv(m) for conv, m in zip(self.output, merged, strict=True)]  # P3, P4, P5
         if self.extra:
             x = pyramid[-1] if self.p6_from == "p5" else features[-1]

@@ -26,7 +26,7 @@ FLOORS = [
     ("losses and decoding", ["losses", "inference"]),
     ("the detector and its measure", ["model", "evaluate"]),
     ("around the detector", ["torchvision_port", "trainer", "viz", "curves"]),
-    ("wholes", ["train", "viewer"]),
+    ("wholes", ["train", "viewer", "checks"]),
     ("commands", ["commands", "__main__"]),
 ]
 LONG = "Why this module is longer than 300 lines"

@@ -25,6 +25,20 @@ VOC_CLASSES: list[str] = [
 ]
 
 
+def voc_to_xyxy(boxes: Tensor) -> Tensor:
+    """VOC's boxes, 1-based and inclusive, as pixel edges counted from 0 (see
+    :func:`parse_voc_xml`): ``(xmin - 1, ymin - 1, xmax, ymax)``.
+
+    Args:
+        boxes: (N, 4) ``(xmin, ymin, xmax, ymax)`` as written in a VOC annotation.
+
+    Returns:
+        (N, 4) float32 ``(x1, y1, x2, y2)``.
+    """
+    boxes = boxes.float()
+    return torch.cat([boxes[:, :2] - 1, boxes[:, 2:]], dim=1)
+
+
 def parse_voc_xml(path: str | os.PathLike) -> dict:
     """Read one VOC annotation file.
 
@@ -60,14 +74,15 @@ def parse_voc_xml(path: str | os.PathLike) -> dict:
             raise ValueError(f"{path}: object {name!r} has a <bndbox> without numeric "
                              "xmin/ymin/xmax/ymax") from None
         names.append(name.strip())
-        boxes.append([xmin - 1, ymin - 1, xmax, ymax])
+        boxes.append([xmin, ymin, xmax, ymax])
         difficult.append(obj.findtext("difficult", "0").strip() == "1")
         truncated.append(obj.findtext("truncated", "0").strip() == "1")
     size = root.find("size")
     wh = None
     if size is not None and size.findtext("width") and size.findtext("height"):
         wh = (int(float(size.findtext("width"))), int(float(size.findtext("height"))))
-    return {"names": names, "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+    return {"names": names,
+            "boxes": voc_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)),
             "difficult": torch.tensor(difficult, dtype=torch.bool),
             "truncated": torch.tensor(truncated, dtype=torch.bool), "size": wh}
 

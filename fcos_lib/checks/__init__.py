@@ -1,0 +1,31 @@
+"""Checks for the "Your turn" exercises: each runs a student's function on hand-made traps and
+random cases against the library, and says at once whether it is right.
+
+``check_centerness(my_centerness)`` prints one line when every case passes and returns True.
+On the first wrong answer it prints that case (inputs, expected, received) and a hint naming
+the likely mistake ("missing the square root?"), and returns False; a function that still
+raises ``NotImplementedError`` gets a "not done yet" line. A check never raises.
+
+==========  =======================================================================
+notebook    checks
+==========  =======================================================================
+01 data     :func:`check_voc_to_xyxy`
+02          :func:`check_feature_sizes`
+03          :func:`check_top_down`
+04          :func:`check_locations`
+05          :func:`check_encode`, :func:`check_decode`, :func:`check_centerness`,
+            :func:`check_assign`, :func:`check_focal_loss`
+06          :func:`check_lr_factor`
+07          :func:`check_box_iou`, :func:`check_nms`, :func:`check_average_precision`
+==========  =======================================================================
+"""
+from fcos_lib.checks.early import (check_feature_sizes, check_locations, check_top_down,
+                                   check_voc_to_xyxy)
+from fcos_lib.checks.results import (check_average_precision, check_box_iou, check_lr_factor,
+                                     check_nms)
+from fcos_lib.checks.targets import (check_assign, check_centerness, check_decode, check_encode,
+                                     check_focal_loss)
+
+__all__ = ["check_voc_to_xyxy", "check_feature_sizes", "check_top_down", "check_locations",
+           "check_encode", "check_decode", "check_centerness", "check_assign", "check_focal_loss",
+           "check_lr_factor", "check_box_iou", "check_nms", "check_average_precision"]

@@ -1,0 +1,61 @@
+"""The student copies: solutions become stubs, outputs go, the copies on disk are up to date,
+and a copy with every stub left in still runs to the end (nbval runs notebooks/student/)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("make_student", ROOT / "tools" / "make_student.py")
+make_student = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_student)
+
+
+def test_a_solution_becomes_a_stub_at_its_indentation():
+    source = "\n".join([
+        "def f(x):",
+        '    """doc"""',
+        "    ### BEGIN SOLUTION",
+        "    y = x + 1",
+        "    return y",
+        "    ### END SOLUTION",
+        "",
+        "### BEGIN SOLUTION",
+        "z = 3",
+        "### END SOLUTION",
+        "check(f)"])
+    assert make_student.strip_solutions(source).split("\n") == [
+        "def f(x):", '    """doc"""', "    " + make_student.STUB, "", make_student.STUB,
+        "check(f)"]
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("### BEGIN SOLUTION\nx = 1", "without ### END"),
+    ("x = 1\n### END SOLUTION", "without ### BEGIN"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside another")])
+def test_unpaired_markers_are_refused(source, problem):
+    with pytest.raises(ValueError, match=problem):
+        make_student.strip_solutions(source)
+
+
+def test_the_student_copies_are_up_to_date(capsys):
+    assert make_student.main(["--check"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.name)
+def test_every_notebook_has_an_exercise_and_its_copy_none_of_the_solutions(path):
+    original = nbformat.read(path, as_version=4)
+    copy = nbformat.read(ROOT / "notebooks" / "student" / path.name, as_version=4)
+    solutions = [c for c in original.cells if make_student.BEGIN in c.source]
+    assert solutions and all("from fcos_lib.checks import check_" in c.source for c in solutions)
+    for cell in copy.cells:
+        assert make_student.BEGIN not in cell.source and "NBVAL_CHECK_OUTPUT" not in cell.source
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    stubs = sum(c.source.count(make_student.STUB) for c in copy.cells)
+    assert stubs == sum(c.source.count(make_student.BEGIN) for c in solutions)
+    assert f"[../{path.name}](../{path.name})" in copy.cells[0].source
