@@ -58,4 +58,5 @@ def test_every_notebook_has_an_exercise_and_its_copy_none_of_the_solutions(path)
             assert cell.outputs == [] and cell.execution_count is None
     stubs = sum(c.source.count(make_student.STUB) for c in copy.cells)
     assert stubs == sum(c.source.count(make_student.BEGIN) for c in solutions)
-    assert f"[../{path.name}](../{path.name})" in copy.cells[0].source
+    title = copy.cells[0].source
+    assert f"[../{path.name}](../{path.name})" in title and "student/" not in title

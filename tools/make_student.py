@@ -64,12 +64,21 @@ def student_copy(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
             cell.source = "\n".join(l for l in lines if l.strip() != "# NBVAL_CHECK_OUTPUT")
             cell.outputs, cell.execution_count = [], None
         elif cell.source.lstrip().startswith("#") and POINTER in cell.source:
-            cell.source = "\n".join(
-                f"{POINTER}: this is the student copy. Write each function where it raises "
-                f"`NotImplementedError`, then run its check. The solutions are in "
-                f"[../{name}](../{name})." if line.startswith(POINTER) else line
-                for line in cell.source.split("\n"))
+            cell.source = _point_back(cell.source, name)
     return copy
+
+
+def _point_back(source: str, name: str) -> str:
+    """The title cell's "Your turn" quote (its lines that start with ``>``), rewritten for the
+    student copy: where to write, and where the solutions are."""
+    lines = source.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(POINTER))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith(">")),
+               len(lines))
+    quote = [f"{POINTER}: this is the student copy. Write each function where it raises",
+             "> `NotImplementedError`, then run the check under it. The solutions are in",
+             f"> [../{name}](../{name})."]
+    return "\n".join(lines[:start] + quote + lines[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
