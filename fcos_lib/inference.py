@@ -21,6 +21,7 @@ as the datasets make images.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,8 @@ def _check_detect_options(image_size: int | tuple[int, int], score_thresh: float
 
 def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
            score_thresh: float = 0.05, nms_thresh: float = 0.6, topk_candidates: int = 1000,
-           detections_per_img: int = 100, centerness_in_score: bool = True
+           detections_per_img: int = 100, centerness_in_score: bool = True,
+           nms: Callable[[Tensor, Tensor, Tensor, float], Tensor] = batched_nms
            ) -> list[dict[str, Tensor]]:
     """Detections of a batch from the raw outputs of ``FCOS.forward``.
 
@@ -100,6 +102,9 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
         detections_per_img: the most boxes returned per image.
         centerness_in_score: score = sqrt(class prob * centerness prob) (the paper's
             ranking) instead of the class probability alone.
+        nms: class-wise NMS, ``nms(boxes (N, 4), scores (N,), groups (N,), iou) -> kept
+            indices, best first``, as ``torchvision.ops.batched_nms`` (boxes of different
+            groups never suppress each other).
 
     Returns:
         B dicts, boxes sorted by score: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,),
@@ -129,7 +134,7 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
     boxes, scores, labels, image = boxes[valid], scores[valid], labels[valid], image[valid]
     # One NMS call for the whole batch: a group is an (image, class) pair. The result is
     # sorted by score; a stable sort by image keeps that order within each image.
-    keep = batched_nms(boxes, scores, image * num_classes + labels, nms_thresh)
+    keep = nms(boxes, scores, image * num_classes + labels, nms_thresh)
     keep = keep[torch.argsort(image[keep], stable=True)]
     counts = torch.bincount(image[keep], minlength=batch)
     first = torch.cumsum(counts, 0) - counts

@@ -9,6 +9,7 @@ weigh more than one with few:
   all zeros. :func:`focal_loss_plain` is the formula as written; :func:`focal_loss`, which
   training uses, gives the same sum without building those targets, in a fraction of the
   memory and time (``bench/bench_targets.py`` times the two).
+  Why this module is longer than 300 lines: the plain and the fast focal loss sit side by side.
 - ``bbox_regression``, on positives only: ``"l1"``, the mean over the four sides of the L1
   error of the LTRB distances in strides (the course's choice), or ``"giou"``, the
   generalized-IoU loss of the decoded box against the ground truth (the improved FCOS's and
@@ -25,7 +26,7 @@ largest ``1e8 - area`` in float32, which cannot tell apart areas less than 8 pxÂ
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -238,7 +239,9 @@ def _focal_sum(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
 
 def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
               box_loss: str = "l1", center_sampling_radius: float | None = None,
-              size_ranges: list[tuple[float, float]] | None = None) -> dict[str, Tensor]:
+              size_ranges: list[tuple[float, float]] | None = None,
+              assign: Callable = assign_targets, focal: Callable | None = None
+              ) -> dict[str, Tensor]:
     """The FCOS losses of a batch: assign targets, then the three losses.
 
     Args:
@@ -250,6 +253,10 @@ def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
         center_sampling_radius: None (whole box) or the radius in strides (paper: 1.5).
         size_ranges: None (:func:`fcos_lib.targets.default_size_ranges`) or one (lo, hi)
             pair in pixels per level.
+        assign: the target assignment, with the signature and result of
+            :func:`fcos_lib.targets.assign_targets` (see :mod:`fcos_lib.pieces`).
+        focal: the classification loss ``focal(logits per level, labels (B, L)) -> sum``
+            (default: :func:`focal_loss`'s fast sum, its arguments already checked).
 
     Returns:
         ``classification``, ``bbox_regression``, ``bbox_ctrness`` and their sum ``total``,
@@ -271,7 +278,7 @@ def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
                              for p, s in zip(outputs["locations"], strides)])  # (L,)
 
     gt_boxes, gt_labels = pad_targets(targets, cls_logits[0].shape[-1], device=deltas.device)
-    matched = assign_targets(gt_boxes, gt_labels, outputs["locations"], strides, size_ranges,
+    matched = assign(gt_boxes, gt_labels, outputs["locations"], strides, size_ranges,
                              center_sampling_radius)                          # (B, L)
     positive = matched >= 0
     normalizer = num_positives(positive)
@@ -281,7 +288,7 @@ def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
     pos_boxes = gt_boxes[img, box_index]                                      # (P, 4)
     labels = torch.full_like(matched, -1)                                     # (B, L)
     labels[img, loc] = gt_labels[img, box_index]
-    cls = _focal_sum(cls_logits, labels)
+    cls = (focal or _focal_sum)(cls_logits, labels)
 
     pos_locations, pos_strides = locations[loc], loc_strides[loc]             # (P, 2), (P,)
     target_deltas = encode_boxes(pos_boxes, pos_locations, pos_strides)       # (P, 4)

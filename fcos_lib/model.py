@@ -27,6 +27,7 @@ from fcos_lib.fpn import FPN
 from fcos_lib.head import FCOSHead
 from fcos_lib.inference import detect
 from fcos_lib.losses import fcos_loss
+from fcos_lib.pieces import Pieces
 
 
 def level_locations(height: int, width: int, stride: int, offset: float,
@@ -79,7 +80,17 @@ class FCOS(nn.Module):
         self.strides = cfg.strides
         self.location_offset = cfg.location_offset
         self.loss_config = cfg.loss_options
+        self.pieces = Pieces()
         self._locations: dict[tuple, list[Tensor]] = {}
+
+    def use(self, pieces: Pieces) -> FCOS:
+        """Train and detect with ``pieces`` (assignment, classification loss, NMS) instead of
+        the library's; see :mod:`fcos_lib.pieces`. Returns the model itself."""
+        if not isinstance(pieces, Pieces):
+            raise ValueError(f"use() takes a fcos_lib.pieces.Pieces, got {type(pieces).__name__}: "
+                             "build one with Pieces(...) or pieces.from_student(...)")
+        self.pieces = pieces
+        return self
 
     # ------------------------------------------------------------------ forward
 
@@ -154,7 +165,8 @@ class FCOS(nn.Module):
         if len(targets) != len(images):
             raise ValueError(f"{len(targets)} targets for {len(images)} images: give one dict "
                              "(boxes, labels) per image")
-        return fcos_loss(outputs, targets, **self.loss_config)
+        return fcos_loss(outputs, targets, **self.loss_config, assign=self.pieces.assign,
+                         focal=self.pieces.focal)
 
     @torch.no_grad()
     def predict(self, images: Tensor, score_thresh: float = 0.05, nms_thresh: float = 0.6,
@@ -179,7 +191,7 @@ class FCOS(nn.Module):
         return detect(outputs, image_size=tuple(images.shape[-2:]), score_thresh=score_thresh,
                       nms_thresh=nms_thresh, topk_candidates=topk_candidates,
                       detections_per_img=detections_per_img,
-                      centerness_in_score=centerness_in_score)
+                      centerness_in_score=centerness_in_score, nms=self.pieces.nms)
 
     # ------------------------------------------------------------------ builders
 

@@ -32,6 +32,7 @@ from fcos_lib.distributed import barrier, init_distributed, shutdown_distributed
 from fcos_lib.env import pick_device, seed_everything
 from fcos_lib.evaluate import evaluate_model
 from fcos_lib.model import FCOS
+from fcos_lib.pieces import Pieces
 from fcos_lib.trainer import Trainer
 from fcos_lib.curves import save_loss_curve
 
@@ -60,7 +61,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> FCOS:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False,
-          on_log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> Path:
+          on_log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+          pieces: Pieces | None = None) -> Path:
     """Train as ``cfg`` says; return the path of the last checkpoint, ``<out>/checkpoint.pt``.
 
     Args:
@@ -70,6 +72,8 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         on_log: called on rank 0 with every metrics record (the dicts of ``metrics.jsonl``),
             e.g. :class:`fcos_lib.curves.LiveLossPlot` to draw the losses as they come.
         progress: show a tqdm bar with the running losses.
+        pieces: the assignment, classification loss and NMS to train and evaluate with (see
+            :mod:`fcos_lib.pieces`; default: the library's). They are not saved.
 
     Raises:
         ValueError: resuming with settings other than the checkpoint's (only ``steps``,
@@ -94,6 +98,8 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         model = build_model(cfg, len(train_set.class_names)).to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if pieces is not None:
+            model.use(pieces)
 
         def evaluate(net: torch.nn.Module) -> dict[str, float]:
             return {"map50": evaluate_model(net, val_set, max_images=cfg.eval_images)["map"]}

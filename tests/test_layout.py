@@ -23,7 +23,7 @@ FLOORS = [
     ("foundations", ["env", "validate", "config", "checkpoint", "distributed", "runlog"]),
     ("pieces", ["data", "backbone", "fpn", "head", "targets", "positives", "optim",
                 "matching"]),
-    ("losses and decoding", ["losses", "inference"]),
+    ("losses and decoding", ["losses", "inference", "pieces"]),
     ("the detector and its measure", ["model", "evaluate"]),
     ("around the detector", ["torchvision_port", "trainer", "viz", "curves"]),
     ("wholes", ["train", "viewer", "checks"]),

@@ -23,19 +23,21 @@ def test_a_solution_becomes_a_stub_at_its_indentation():
         "    return y",
         "    ### END SOLUTION",
         "",
-        "### BEGIN SOLUTION",
-        "z = 3",
-        "### END SOLUTION",
+        "def g():",
+        "\t### BEGIN SOLUTION",
+        "\treturn 3",
+        "\t### END SOLUTION",
         "check(f)"])
     assert make_student.strip_solutions(source).split("\n") == [
-        "def f(x):", '    """doc"""', "    " + make_student.STUB, "", make_student.STUB,
-        "check(f)"]
+        "def f(x):", '    """doc"""', "    " + make_student.STUB, "", "def g():",
+        "\t" + make_student.STUB, "check(f)"]
 
 
 @pytest.mark.parametrize("source, problem", [
-    ("### BEGIN SOLUTION\nx = 1", "without ### END"),
-    ("x = 1\n### END SOLUTION", "without ### BEGIN"),
-    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "inside another")])
+    ("  ### BEGIN SOLUTION\n  x = 1", "without ### END"),
+    ("  x = 1\n  ### END SOLUTION", "without ### BEGIN"),
+    ("  ### BEGIN SOLUTION\n  ### BEGIN SOLUTION\n  ### END SOLUTION", "inside another"),
+    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "inside a function")])
 def test_unpaired_markers_are_refused(source, problem):
     with pytest.raises(ValueError, match=problem):
         make_student.strip_solutions(source)

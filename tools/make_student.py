@@ -32,7 +32,7 @@ def strip_solutions(source: str) -> str:
     """``source`` with every BEGIN/END SOLUTION region replaced by a stub line.
 
     Raises:
-        ValueError: a marker without its partner.
+        ValueError: a marker without its partner, or a solution outside a function.
     """
     out, inside = [], False
     for number, line in enumerate(source.split("\n"), 1):
@@ -40,6 +40,9 @@ def strip_solutions(source: str) -> str:
         if marker == BEGIN:
             if inside:
                 raise ValueError(f"line {number}: {BEGIN} inside another solution")
+            if not line.startswith((" ", "\t")):
+                raise ValueError(f"line {number}: a solution must sit inside a function, so "
+                                 "that the stub raises only when the function is called")
             inside = True
             out.append(line[:len(line) - len(line.lstrip())] + STUB)
         elif marker == END:
