@@ -12,7 +12,6 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes

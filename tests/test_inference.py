@@ -170,8 +170,6 @@ def test_predict_and_predict_dataset_refuse_bad_options():
 
 def test_model_predict_equals_torchvision_eval_forward():
     # fcos_lib's own FCOS with torchvision's weights (from_torchvision), end to end
-    from fcos_lib.model import FCOS
-
     model = torchvision_fcos(128, 256, seed=2)  # sizes divisible by 128: the same P7 grid
     ours = from_torchvision(model)
     images = torch.rand(2, 3, 128, 256, generator=torch.Generator().manual_seed(3))

@@ -7,7 +7,6 @@ steps), so that every one takes seconds on a CPU.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
