@@ -99,17 +99,27 @@ def test_the_students_assign_refuses_center_sampling_and_use_refuses_a_function(
 
 
 def test_train_uses_the_pieces(tmp_path):
+    """The exercises' solutions train exactly the detector of the library's plain pieces (the
+    formulas as written: same losses, same weights, bit for bit), and within rounding the one
+    of the fast pieces, whose focal loss sums in another order."""
     from fcos_lib.config import get_preset
+    from fcos_lib.losses import focal_loss_plain
     from fcos_lib.runlog import read_metrics
+    from fcos_lib.targets import assign_targets_plain
     from fcos_lib.train import train
 
     settings = dict(image_size=64, batch_size=4, steps=4, warmup_steps=1, log_every=1,
                     checkpoint_every=4, eval_images=4, device="cpu",
                     dataset_kwargs={"length": 8})
-    runs = {}
+    runs, weights = {}, {}
     for name, pieces in (("library", None),
+                         ("plain", Pieces(assign=assign_targets_plain, focal=focal_loss_plain)),
                          ("student", from_student(assign=assign, focal_loss=focal_loss, nms=nms))):
         cfg = get_preset("shapes", out=str(tmp_path / name), **settings)
         train(cfg, pieces=pieces, progress=False)
         runs[name] = [r["total"] for r in read_metrics(cfg.out) if "total" in r]
+        weights[name] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+    assert len(runs["student"]) == 4
+    assert runs["student"] == runs["plain"]
+    assert all(torch.equal(weights["student"][k], weights["plain"][k]) for k in weights["plain"])
     assert runs["student"] == pytest.approx(runs["library"], rel=1e-4)
