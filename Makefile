@@ -1,10 +1,10 @@
-# make demo | make test | make lab | make student   (each sets up .venv first when needed)
+# make demo | make test | make colab-test | make gpu-check | make lab | make student | make sync   (each sets up .venv first when needed)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab bench student clean
+.PHONY: setup demo test colab-test gpu-check lab bench student sync clean
 
 setup: $(STAMP)
 
@@ -21,13 +21,25 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# Notebooks 01, 06, 07 as a Colab user runs them, in a fresh environment (tests/colab/).
+colab-test: setup
+	$(PY) -m pytest -m colab tests/colab -v
+
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: setup
 	$(PY) -m bench
 
-student: setup
+# On a GPU: the course's recipe timed against the 15-minute goal, then notebooks 06 and 07.
+gpu-check: setup
+	$(PY) -m bench.gpu_check
+
+# The set-up cells and Colab badges, from pyproject.toml's Repository address.
+sync: setup
+	$(PY) tools/sync_setup.py
+
+student: sync
 	$(PY) tools/make_student.py
 
 clean:

@@ -38,11 +38,61 @@ def _base() -> Path:
     return here
 
 
+RUNS_ENV = "FCOS_RUNS"
+DRIVE_ENV = "FCOS_DRIVE"
+DRIVE_MOUNT = "/content/drive"
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def drive_folder() -> Path:
+    """The series' folder on Google Drive, ``MyDrive/fcos-notebooks``, mounting Drive first if
+    it is not (Colab asks once for permission).
+
+    Drive is mounted at ``/content/drive``, or where ``FCOS_DRIVE`` says (the tests' fake
+    Colab mounts a temporary folder there).
+    """
+    mount = Path(os.environ.get(DRIVE_ENV) or DRIVE_MOUNT)
+    if not (mount / "MyDrive").is_dir():
+        from google.colab import drive  # only on Colab
+        drive.mount(str(mount))
+    return mount / "MyDrive" / "fcos-notebooks"
+
+
 def runs_dir() -> Path:
-    """Where notebooks and the CLI keep training runs: ``<repo>/runs`` in a clone of the
-    repository (a notebook runs in ``notebooks/``), else ``./runs`` (e.g. ``/content/runs``
-    on Colab)."""
+    """Where notebooks and the CLI keep training runs, the one place that knows it.
+
+    In order: the folder ``FCOS_RUNS`` names, if set; on Colab, ``fcos-notebooks/runs`` on
+    Google Drive (mounted on first use), because every notebook there runs in a runtime of
+    its own and only Drive outlives it, so notebook 07 finds what notebook 06 trained; in a
+    clone of the repository, ``<repo>/runs`` (a notebook runs in ``notebooks/``); else
+    ``./runs``. On Colab, ``os.environ["FCOS_RUNS"] = "/content/runs"`` keeps runs off Drive.
+    """
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    if on_colab():
+        return drive_folder() / "runs"
     return _base() / "runs"
+
+
+def find_run(name: str) -> Path:
+    """The checkpoint of the run ``name`` in :func:`runs_dir` (``name-quick`` in quick mode).
+
+    Raises:
+        FileNotFoundError: there is none; the message names the folder looked in and what to do.
+    """
+    folder = runs_dir() / pick(name, f"{name}-quick")
+    checkpoint = folder / "checkpoint.pt"
+    if not checkpoint.is_file():
+        where = "on your Google Drive " if on_colab() else ""
+        raise FileNotFoundError(
+            f"no trained run in {folder} {where}(looked for {checkpoint.name}): run the notebook "
+            f"that trains it (06) first, or set the environment variable {RUNS_ENV} to the "
+            "folder that holds your runs")
+    return checkpoint
 
 
 def data_dir() -> Path:
@@ -72,7 +122,7 @@ def describe_device(device: torch.device | None = None) -> str:
         text = "device: mps (Apple GPU)"
     else:
         text = f"device: cpu ({torch.get_num_threads()} threads)"
-        if "google.colab" in sys.modules:
+        if on_colab():
             text += ("\nNo GPU in this Colab runtime: Runtime > Change runtime type > "
                      "Hardware accelerator: GPU, then run this notebook again.")
     return text

@@ -303,16 +303,18 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
 
 def evaluate_model(model: nn.Module, dataset, *, max_images: int | None = None,
                    batch_size: int = 16, iou_threshold: float | str = 0.5,
-                   method: str = "area") -> dict[str, Any]:
+                   method: str = "area", **detect_kwargs) -> dict[str, Any]:
     """The :func:`mean_average_precision` of ``model`` (on its own device) on the first
-    ``max_images`` of ``dataset`` (all by default), with the detector's default thresholds.
+    ``max_images`` of ``dataset`` (all by default), with the detector's default thresholds
+    unless ``detect_kwargs`` (``score_thresh``, ``nms_thresh``, ... of ``model.predict``)
+    say otherwise: the course grades with ``score_thresh=0.4, nms_thresh=0.6``.
 
     Returns:
         The result dict of :func:`mean_average_precision`, over the dataset's classes, and
         ``images``, the number of images evaluated.
     """
     predictions, targets = predict_dataset(model, dataset, batch_size=batch_size,
-                                           max_images=max_images)
+                                           max_images=max_images, **detect_kwargs)
     return {**mean_average_precision(predictions, targets, iou_threshold, method,
                                      num_classes=len(dataset.class_names)),
             "images": len(targets)}

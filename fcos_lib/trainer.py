@@ -144,17 +144,8 @@ class Trainer:
 
     def batches(self):
         """An iterator over the training batches from the current step on."""
-        cfg, info = self.cfg, self.info
-        sampler = StepBatchSampler(len(self.train_set), cfg.batch_size // info.world_size,
-                                   cfg.seed, info.rank, info.world_size, self.step)
-        # The loader's own generator, so that making it draws nothing from the global RNG,
-        # which drives the random flips (in this process when num_workers=0: then a resumed
-        # run flips exactly as an uninterrupted one; worker processes reseed per iterator).
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                            generator=generator)
-        return iter(loader)
+        return iter(training_loader(self.train_set, self.cfg, self.step, self.info,
+                                    pin_memory=self.device.type == "cuda"))
 
     def loop(self) -> None:
         """Step until ``cfg.steps``: log, save and evaluate on the way."""
@@ -238,6 +229,21 @@ class Trainer:
         append_record(self.out, record)
         if self.on_log is not None:
             self.on_log(record)
+
+
+def training_loader(train_set: Dataset, cfg: TrainConfig, step: int = 0,
+                    info: DistInfo | None = None, pin_memory: bool = False) -> DataLoader:
+    """The loader of a run's training batches from ``step`` on (this process's share):
+    ``cfg.batch_size`` images per step over all processes, ``cfg.num_workers`` workers."""
+    info = info or DistInfo()
+    sampler = StepBatchSampler(len(train_set), cfg.batch_size // info.world_size,
+                               cfg.seed, info.rank, info.world_size, step)
+    # The loader's own generator, so that making it draws nothing from the global RNG,
+    # which drives the random flips (in this process when num_workers=0: then a resumed
+    # run flips exactly as an uninterrupted one; worker processes reseed per iterator).
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    return DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=cfg.num_workers, pin_memory=pin_memory, generator=generator)
 
 
 # Settings a resumed run may change: where it writes, how far it goes, where it runs and how

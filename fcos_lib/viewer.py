@@ -161,9 +161,11 @@ class BoxViewer:
             text += f"<br>{int(overlay[self.level.value]['positive'].sum())} positive locations"
         self.info.value = text
 
-    def _repr_mimebundle_(self, **kwargs):
-        """Display as the widget itself."""
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self) -> None:
+        """Display as the widget itself (ipywidgets 7, which Colab ships, and 8)."""
+        from IPython.display import display
+
+        display(self.widget)
 
 
 def model_location_targets(model: torch.nn.Module, target: dict[str, Tensor], height: int,

@@ -389,3 +389,21 @@ def test_equal_iou_ties_follow_each_benchmark():
     voc = mean_average_precision(predictions, targets, 0.5, "area")
     coco = mean_average_precision(predictions, targets, 0.5, "coco101")
     assert voc["map"] == pytest.approx(0.5) and coco["map"] == pytest.approx(1.0)
+
+
+def test_evaluate_model_passes_the_detector_settings(checkpoint):
+    """The course grades with score_thresh=0.4 and nms_thresh=0.6: evaluate_model takes them."""
+    from fcos_lib.data import ShapesDataset
+    from fcos_lib.evaluate import evaluate_model
+    from fcos_lib.inference import predict_dataset
+    from fcos_lib.model import FCOS
+
+    model, _ = FCOS.from_checkpoint(checkpoint)
+    data = ShapesDataset("val", image_size=64, length=6)
+    for settings in ({}, {"score_thresh": 0.1, "nms_thresh": 0.3}, {"score_thresh": 0.99}):
+        predictions, targets = predict_dataset(model, data, **settings)
+        expected = mean_average_precision(predictions, targets, num_classes=6)
+        got = evaluate_model(model, data, **settings)
+        assert got["map"] == expected["map"] and got["images"] == 6
+    assert sum(len(p["boxes"]) for p in predict_dataset(model, data, score_thresh=0.99)[0]) \
+        < sum(len(p["boxes"]) for p in predict_dataset(model, data)[0])

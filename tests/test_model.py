@@ -205,7 +205,10 @@ def test_course_preset_reaches_every_parameter():
     model(torch.randn(2, 3, 64, 64), targets_for(2))["total"].backward()
     assert all(p.grad is not None and p.grad.any() for p in model.parameters())
     assert not any(isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)) for m in model.head.modules())
-    assert model.fpn.output[0].out_channels == 64 and model.strides == [8, 16, 32]
+    # The course's full run: FCOS(fpn_channels=128, stem_channels=[128, 128]).
+    assert model.fpn.output[0].out_channels == 128 and model.strides == [8, 16, 32]
+    stems = [m for m in model.head.cls_stem.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in stems] == [(128, 128), (128, 128)]
 
 
 def test_presets():

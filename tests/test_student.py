@@ -61,4 +61,8 @@ def test_every_notebook_has_an_exercise_and_its_copy_none_of_the_solutions(path)
     stubs = sum(c.source.count(make_student.STUB) for c in copy.cells)
     assert stubs == sum(c.source.count(make_student.BEGIN) for c in solutions)
     title = copy.cells[0].source
-    assert f"[../{path.name}](../{path.name})" in title and "student/" not in title
+    # The Colab badge opens the student copy; the prose points back to the solutions.
+    badge = f"/blob/main/notebooks/student/{path.name})"
+    prose = "\n".join(line for line in title.split("\n") if "Open in Colab" not in line)
+    assert badge in title and f"/notebooks/{path.name})" not in title
+    assert f"[../{path.name}](../{path.name})" in prose and "student/" not in prose

@@ -263,3 +263,20 @@ def test_the_viewer_overlays_with_the_models_settings():
     assert f"{int(expected[0]['positive'].sum())} positive locations" in viewer.info.value
     without = BoxViewer(images, [target], [prediction], NAMES)  # no model: no level to pick
     assert [value for _, value in without.level.options] == [None]
+
+
+def test_the_viewer_displays_as_its_widget():
+    """A notebook cell ending in ``viewer`` shows the widget: on ipywidgets 7.7 (Colab's) and 8.
+    The Colab-play test runs this file in an ipywidgets-7.7 environment."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    target, prediction = sample()
+    viewer = BoxViewer(normalize(gray_image()[None]), [target], [prediction], NAMES)
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        display(viewer)
+    (shown,) = captured.outputs
+    assert shown.data["application/vnd.jupyter.widget-view+json"]["model_id"] == \
+        viewer.widget.model_id

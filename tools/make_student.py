@@ -58,7 +58,8 @@ def strip_solutions(source: str) -> str:
 
 def student_copy(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     """The student copy of notebook ``nb`` (file name ``name``): solutions stubbed, outputs
-    and execution counts cleared, no compared outputs, the title cell pointing back."""
+    and execution counts cleared, no compared outputs, the title cell pointing back and its
+    Colab badge opening the copy."""
     copy = nbformat.from_dict(nb)
     copy.metadata.pop("widgets", None)
     for cell in copy.cells:
@@ -67,7 +68,8 @@ def student_copy(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
             cell.source = "\n".join(l for l in lines if l.strip() != "# NBVAL_CHECK_OUTPUT")
             cell.outputs, cell.execution_count = [], None
         elif cell.source.lstrip().startswith("#") and POINTER in cell.source:
-            cell.source = _point_back(cell.source, name)
+            cell.source = _point_back(cell.source, name).replace(
+                f"/blob/main/notebooks/{name})", f"/blob/main/notebooks/student/{name})")
     return copy
 
 
