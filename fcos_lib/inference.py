@@ -108,7 +108,8 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
 
     Returns:
         B dicts, boxes sorted by score: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,),
-        ``labels`` (K,) int64.
+        ``labels`` (K,) int64, ``levels`` (K,) int64: the index of the pyramid level that
+        predicted each box (0 for the first level, P3).
 
     Raises:
         ValueError: outputs with missing keys or per-level lists of different lengths, an
@@ -129,9 +130,11 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
                                    centerness_in_score)
                  for c, d, z, loc, s in zip(*(outputs[k] for k in keys), strict=True)]
     boxes, scores, labels, valid = (torch.cat(parts, dim=1) for parts in zip(*per_level))
+    levels = torch.cat([torch.full_like(part[2], i) for i, part in enumerate(per_level)], dim=1)
     batch, num_classes = scores.shape[0], outputs["cls_logits"][0].shape[-1]
     image = torch.arange(batch, device=scores.device)[:, None].expand_as(scores)
     boxes, scores, labels, image = boxes[valid], scores[valid], labels[valid], image[valid]
+    levels = levels[valid]
     # One NMS call for the whole batch: a group is an (image, class) pair. The result is
     # sorted by score; a stable sort by image keeps that order within each image.
     keep = nms(boxes, scores, image * num_classes + labels, nms_thresh)
@@ -141,8 +144,8 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
     rank = torch.arange(len(keep), device=keep.device) - first[image[keep]]
     keep = keep[rank < detections_per_img]
     sizes = counts.clamp(max=detections_per_img).tolist()
-    return [{"boxes": b, "scores": s, "labels": c} for b, s, c in
-            zip(boxes[keep].split(sizes), scores[keep].split(sizes), labels[keep].split(sizes))]
+    return [{"boxes": b, "scores": s, "labels": c, "levels": v} for b, s, c, v in
+            zip(*(t[keep].split(sizes) for t in (boxes, scores, labels, levels)))]
 
 
 @torch.no_grad()

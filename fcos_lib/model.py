@@ -180,7 +180,8 @@ class FCOS(nn.Module):
             centerness_in_score: see :func:`fcos_lib.inference.detect`.
 
         Returns:
-            B dicts: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,), ``labels`` (K,) int64.
+            B dicts: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,), ``labels`` (K,) int64,
+            ``levels`` (K,) int64 (the pyramid level of each box: 0 for the first).
         """
         was_training = self.training
         self.eval()

@@ -1,177 +1,218 @@
-"""The interactive box viewer: ipywidgets controls wired to one plain drawing function.
+"""The interactive viewer: what the detector got right and wrong, and why, image by image.
 
-:func:`render_view` draws one image for one setting of the controls; :class:`BoxViewer`
-only wires the controls to it: pick an image, a score threshold, the classes to show, ground
-truth on or off, and an FPN level whose positive locations (the points that learn a box,
-from :func:`fcos_lib.positives.location_targets` on the model's own grid) are overlaid,
-coloured by their centerness target. Magenta marks every location of the chosen level.
+:class:`DetectorView` keeps, per image, the model's raw outputs, so that a new score or NMS
+threshold re-runs :func:`fcos_lib.inference.detect` on them, and orders the images by
+trouble (worst AP, most misses). :class:`BoxViewer` only wires ipywidgets controls (7.7, as
+on Colab, or 8) to it and to the plain drawing of :mod:`fcos_lib.review`. The viewer needs a
+running kernel: a saved notebook keeps the controls but not the code behind them.
 """
 from __future__ import annotations
 
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from fcos_lib.positives import location_targets
-from fcos_lib.viz import class_mask, draw_detections, png_bytes, to_pixels
+from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, TRUE_POSITIVE, image_ap, judge
+from fcos_lib.inference import detect, predict_dataset
+from fcos_lib.review import (legend_html, level_names, level_panels, model_location_targets,
+                             only_classes, render_view)
+from fcos_lib.viz import png_bytes
 
-__all__ = ["LOCATION_COLOR", "render_view", "BoxViewer", "model_location_targets"]
-
-LOCATION_COLOR = (255, 0, 255)  # the points of an FPN level: magenta, seen on most pictures
-
-
-def _paint_points(pixels: Tensor, points: Tensor, colors: Tensor, radius: int) -> Tensor:
-    """Squares of side 2·radius+1 centred on ``points`` (P, 2) xy pixels, colours (P, 3)."""
-    if len(points) == 0:
-        return pixels
-    pixels = pixels.clone()
-    d = torch.arange(-radius, radius + 1)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    xs = (points[:, 0, None].round().long() + dx.flatten()).clamp(0, pixels.shape[2] - 1)
-    ys = (points[:, 1, None].round().long() + dy.flatten()).clamp(0, pixels.shape[1] - 1)
-    color = colors[:, :, None].expand(-1, -1, xs.shape[1])                  # (P, 3, S)
-    for ch in range(3):
-        pixels[ch, ys.flatten(), xs.flatten()] = color[:, ch].flatten()
-    return pixels
+__all__ = ["DetectorView", "BoxViewer"]
 
 
-def render_view(image: Tensor, target: dict[str, Tensor] | None,
-                prediction: dict[str, Tensor] | None, *, score_thresh: float,
-                classes: Sequence[int] | None, show_gt: bool, level: int | None = None,
-                level_overlay: Sequence[dict[str, Tensor]] | None = None,
-                class_names: Sequence[str] | None = None, scale: int = 1) -> Tensor:
-    """What the viewer shows for one image and one setting of its controls.
+class DetectorView:
+    """A model on a dataset, image by image, for the viewer: no widgets here.
 
     Args:
-        image, target, prediction, class_names, score_thresh, classes, scale: as
-            :func:`draw_detections`.
-        show_gt: draw the ground truth.
-        level: index of the FPN level to overlay (None: none): every location of the level
-            as a magenta dot, its positives as larger dots coloured by centerness (viridis:
-            dark near a box's side, yellow at its centre).
-        level_overlay: the image's :func:`fcos_lib.positives.location_targets`, needed when
-            ``level`` is set.
-
-    Returns:
-        uint8 (3, H·scale, W·scale).
+        model: an FCOS (its device is used).
+        dataset: ``dataset[i]`` is ``(image (3, H, W) normalized, target)``; it has
+            ``class_names`` unless ``class_names`` is given.
+        keep: how many images' raw outputs to keep (the most recently shown).
     """
-    pixels = to_pixels(image, scale)
-    if level is not None:
-        if level_overlay is None or not 0 <= level < len(level_overlay):
-            raise ValueError(f"level={level} needs level_overlay with that level: pass "
-                             "location_targets(...) for this image")
-        from matplotlib import colormaps
 
-        over = level_overlay[level]
-        where = over["locations"].float() * scale + (scale - 1) / 2
-        dots = torch.tensor(LOCATION_COLOR, dtype=torch.uint8).expand(len(where), 3)
-        pixels = _paint_points(pixels, where, dots, scale // 4)
-        pos = over["positive"]
-        rgb = colormaps["viridis"](over["centerness"][pos].numpy())[:, :3]
-        pixels = _paint_points(pixels, where[pos], torch.from_numpy((rgb * 255).round()).to(
-            torch.uint8), max(1, scale // 2))
-    # The picture is enlarged already: enlarge the boxes to match.
-    prediction, target = (None if d is None else {**d, "boxes": d["boxes"] * scale}
-                          for d in (prediction, target if show_gt else None))
-    return draw_detections(pixels, prediction, target, class_names=class_names,
-                           score_thresh=score_thresh, classes=classes)
+    def __init__(self, model: torch.nn.Module, dataset, class_names: Sequence[str] | None = None,
+                 keep: int = 64):
+        self.model, self.dataset, self.keep = model, dataset, keep
+        self.class_names = list(class_names or dataset.class_names)
+        self.level_names = level_names(model.strides)
+        self._outputs: OrderedDict[int, dict] = OrderedDict()
+        self._graded: dict[float, list[tuple[float, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def outputs(self, i: int) -> dict[str, list]:
+        """The raw outputs of image ``i`` (computed once, kept for the ``keep`` latest)."""
+        if i in self._outputs:
+            self._outputs.move_to_end(i)
+            return self._outputs[i]
+        image, _ = self.dataset[i]
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(image[None].to(device))
+        self.model.train(was_training)
+        self._outputs[i] = out
+        while len(self._outputs) > self.keep:
+            self._outputs.popitem(last=False)
+        return out
+
+    def detections(self, i: int, score_thresh: float, nms_thresh: float,
+                   before_nms: bool = False) -> dict[str, Tensor]:
+        """Image ``i``'s detections at these thresholds, from its kept raw outputs; with
+        ``before_nms`` the candidates NMS would choose from (up to 1000)."""
+        image, _ = self.dataset[i]
+        keep_all = (lambda boxes, scores, groups, iou:
+                    torch.argsort(scores, descending=True))
+        found = detect(self.outputs(i), tuple(image.shape[-2:]), score_thresh=score_thresh,
+                       nms_thresh=nms_thresh, detections_per_img=1000 if before_nms else 100,
+                       nms=keep_all if before_nms else self.model.pieces.nms)[0]
+        return {k: v.cpu() for k, v in found.items()}
+
+    def order(self, by: str, iou_threshold: float = 0.5) -> list[int]:
+        """The images' numbers in the order ``by``: ``"index"``, ``"ap"`` (the worst AP
+        first) or ``"misses"`` (the most missed objects first), graded at the evaluation's
+        settings (every detection above 0.05, NMS at 0.6); computed once per IoU."""
+        if by == "index":
+            return list(range(len(self)))
+        if iou_threshold not in self._graded:
+            predictions, targets = predict_dataset(self.model, self.dataset)
+            graded = []
+            for p, t in zip(predictions, targets):
+                misses = int((~judge(p, t, iou_threshold)["found"]).sum())
+                graded.append((image_ap(p, t, len(self.class_names), iou_threshold), misses))
+            self._graded[iou_threshold] = graded
+        graded = self._graded[iou_threshold]
+        if by == "ap":   # images without objects (NaN) last
+            return sorted(range(len(self)), key=lambda i: (math.isnan(graded[i][0]),
+                                                          graded[i][0], i))
+        if by == "misses":
+            return sorted(range(len(self)), key=lambda i: (-graded[i][1], i))
+        raise ValueError(f"order by {by!r}: choose 'index', 'ap' or 'misses'")
 
 
 class BoxViewer:
-    """Interactive viewer: ipywidgets controls wired to :func:`render_view`.
+    """ipywidgets controls wired to :class:`DetectorView` and :func:`render_view`.
 
-    Controls: ``index`` (slider) and ``index_text`` (the same number, typed), ``score``
-    (threshold), ``classes`` (which to show), ``show_gt``, ``level`` (FPN level overlay or
-    none). The picture is ``image`` (an ``ipywidgets.Image``, PNG); ``last_view`` holds the
-    uint8 pixels last drawn. Display the viewer itself (or ``viewer.widget``) in a notebook.
+    Controls: ``order`` (by number, worst AP first, most misses first), ``position`` (the
+    slider along that order), ``score`` and ``nms`` (thresholds, re-running the detection),
+    ``before_nms`` (show the candidates), ``iou`` (the matching threshold), ``classes``
+    (all, or one), ``show_gt``, ``level`` (-1: none; else its maps beside the picture).
+    ``last_view`` holds the pixels last drawn, ``last_detections`` what was drawn, and
+    ``last_ms`` how long the update took. Display the viewer itself in a notebook.
 
     Args:
-        images: (N, 3, H, W) normalized, or a list of (3, H, W).
-        targets, predictions: N dicts each (predictions may be None: ground truth only).
-        class_names: the dataset's class names.
-        model: the detector, for the level overlay: its levels, its own grid of locations
-            and its assignment settings (None: no overlay).
-        scale: enlargement of the pictures.
-        score_thresh: the threshold's initial value.
+        model, dataset, class_names: as for :class:`DetectorView`.
+        scale: the picture's enlargement (default: about 448 pixels on its longer side).
+        score_thresh, nms_thresh, iou_threshold: the controls' first values.
     """
 
-    def __init__(self, images, targets: Sequence[dict[str, Tensor]],
-                 predictions: Sequence[dict[str, Tensor]] | None, class_names: Sequence[str],
-                 *, model: torch.nn.Module | None = None, scale: int = 3,
-                 score_thresh: float = 0.3):
+    def __init__(self, model: torch.nn.Module, dataset, *, class_names=None,
+                 scale: int | None = None,
+                 score_thresh: float = 0.3, nms_thresh: float = 0.6, iou_threshold: float = 0.5):
         import ipywidgets as w
 
-        if len(images) != len(targets) or (predictions is not None
-                                           and len(predictions) != len(images)):
-            raise ValueError(f"{len(images)} images, {len(targets)} targets and "
-                             f"{len(predictions) if predictions is not None else 0} predictions"
-                             ": pass one of each per image")
-        self.images, self.targets, self.predictions = images, targets, predictions
-        self.class_names = list(class_names)
-        self.model, self.scale = model, scale
-        strides = list(model.strides) if model is not None else []
-        last = len(images) - 1
-        self.index = w.IntSlider(0, min=0, max=last, description="image", continuous_update=False)
-        self.index_text = w.BoundedIntText(0, min=0, max=last, description="number",
-                                           layout=w.Layout(width="160px"))
-        self.score = w.FloatSlider(score_thresh, min=0.0, max=1.0, step=0.05,
-                                   description="score >=", continuous_update=False)
-        self.classes = w.SelectMultiple(options=[(n, i) for i, n in enumerate(self.class_names)],
-                                        value=tuple(range(len(self.class_names))),
-                                        description="classes", rows=min(6, len(self.class_names)))
-        self.show_gt = w.Checkbox(True, description="ground truth (white)")
-        self.level = w.Dropdown(options=[("no level", None)] + [
-            (f"P{int(np.log2(s))} (stride {s})", i) for i, s in enumerate(strides)],
-            value=None, description="positives")
+        self.view = DetectorView(model, dataset, class_names)
+        side = max(dataset[0][0].shape[-2:])
+        self.model, self.scale = model, scale or max(1, round(448 / side))
+        names = self.view.class_names
+        last = len(self.view) - 1
+        self.order = w.Dropdown(options=[("by number", "index"), ("worst AP first", "ap"),
+                                         ("most misses first", "misses")], value="index",
+                                description="order")
+        self.position = w.IntSlider(0, min=0, max=last, description="image",
+                                    continuous_update=False)
+        slider = dict(continuous_update=False, step=0.05, readout_format=".2f")
+        self.score = w.FloatSlider(score_thresh, min=0.05, max=0.95, description="score >",
+                                   **slider)
+        self.nms = w.FloatSlider(nms_thresh, min=0.1, max=0.95, description="NMS IoU", **slider)
+        self.before_nms = w.Checkbox(False, description="candidates before NMS")
+        self.iou = w.FloatSlider(iou_threshold, min=0.1, max=0.9, description="match IoU",
+                                 **slider)
+        self.classes = w.Dropdown(options=[("all classes", -1)] + [
+            (n, i) for i, n in enumerate(names)], value=-1, description="classes")
+        self.show_gt = w.Checkbox(True, description="ground truth")
+        self.level = w.Dropdown(options=[("no level", -1)] + [
+            (f"{n} (stride {s})", i) for i, (n, s) in enumerate(
+                zip(self.view.level_names, model.strides))], value=-1, description="maps")
         self.image = w.Image(format="png")
-        self.info = w.HTML()
+        self.info, self.legend = w.HTML(), w.HTML(legend_html())
+        self.indices = self.view.order("index")
         self.last_view: Tensor | None = None
-        # The slider and the text box show one number: each follows the other.
-        self.index.observe(lambda c: setattr(self.index_text, "value", c["new"]), "value")
-        self.index_text.observe(lambda c: setattr(self.index, "value", c["new"]), "value")
-        for control in (self.index, self.score, self.classes, self.show_gt, self.level):
+        self.last_detections: dict[str, Tensor] | None = None
+        self.last_ms = 0.0
+        self.order.observe(self._reorder, "value")
+        for control in (self.position, self.score, self.nms, self.before_nms, self.iou,
+                        self.classes, self.show_gt, self.level):
             control.observe(self.redraw, "value")
-        self.widget = w.VBox([w.HBox([self.index, self.index_text]),
-                              w.HBox([self.score, self.show_gt, self.level]),
-                              w.HBox([self.classes, self.info]), self.image])
+        narrow = w.Layout(width="auto")
+        self.widget = w.VBox([
+            w.HBox([self.order, self.position, self.classes]),
+            w.HBox([self.score, self.nms, self.before_nms]),
+            w.HBox([self.iou, self.show_gt, self.level]),
+            self.info, self.image, self.legend], layout=narrow)
+        self.redraw()
+
+    def _reorder(self, change=None) -> None:
+        if self.order.value != "index":
+            self.info.value = "grading every image once, at the evaluation's settings..."
+        self.indices = self.view.order(self.order.value, self.iou.value)
+        self.position.value = 0
         self.redraw()
 
     def redraw(self, change: dict | None = None) -> None:
         """Draw the picture for the controls' current values (called on every change)."""
-        i = self.index.value
-        image, target = self.images[i], self.targets[i]
-        prediction = self.predictions[i] if self.predictions is not None else None
-        overlay = None
-        if self.level.value is not None:
-            overlay = model_location_targets(self.model, target, *image.shape[-2:])
-        view = render_view(image, target, prediction, score_thresh=self.score.value,
-                           classes=list(self.classes.value), show_gt=self.show_gt.value,
-                           level=self.level.value, level_overlay=overlay,
-                           class_names=self.class_names, scale=self.scale)
-        self.last_view = view
+        start = time.perf_counter()
+        i = self.indices[self.position.value]
+        image, target = self.view.dataset[i]
+        classes = None if self.classes.value < 0 else [self.classes.value]
+        found = self.view.detections(i, self.score.value, self.nms.value,
+                                     self.before_nms.value)
+        view = render_view(image, target, found, iou_threshold=self.iou.value, classes=classes,
+                           show_gt=self.show_gt.value, class_names=self.view.class_names,
+                           scale=self.scale, level_names=self.view.level_names)
+        positives = None
+        if self.level.value >= 0:
+            shown = only_classes(target, classes)
+            positives = model_location_targets(self.model, shown, *image.shape[-2:])[
+                self.level.value]
+            panels = level_panels(self.view.outputs(i), self.level.value,
+                                  tuple(image.shape[-2:]), classes, positives, self.scale)
+            view = torch.cat([view, panels[:, :view.shape[1]]], dim=2)
+        self.last_view, self.last_detections = view, found
         self.image.value = png_bytes(view)
-        shown = 0
-        if prediction is not None:
-            shown = int(((prediction["scores"] >= self.score.value)
-                         & class_mask(prediction["labels"].cpu(), self.classes.value)).sum())
-        text = f"image {i}: {shown} predicted boxes shown, {len(target['boxes'])} true boxes"
-        if overlay is not None:
-            text += f"<br>{int(overlay[self.level.value]['positive'].sum())} positive locations"
-        self.info.value = text
+        self.image.layout.width = f"{view.shape[2]}px"     # its own size, not the output's
+        self.image.layout.max_width = "100%"
+        self.info.value = self._info(i, target, found, classes, positives)
+        self.last_ms = 1000 * (time.perf_counter() - start)
+
+    def _info(self, i, target, found, classes, positives) -> str:
+        target, found = only_classes(target, classes), only_classes(found, classes)
+        verdict = judge(found, target, self.iou.value)
+        count = [int((verdict["status"] == s).sum()) for s in
+                 (TRUE_POSITIVE, FALSE_POSITIVE, DUPLICATE)]
+        objects = int((~target.get("difficult", torch.zeros(len(target["labels"]),
+                                                            dtype=torch.bool))).sum())
+        missed = int((~verdict["found"]).sum())
+        ap = image_ap(found, target, len(self.view.class_names), self.iou.value)
+        text = (f"<b>image {i}</b>: {count[0]} right, {count[1]} wrong, {count[2]} "
+                f"duplicate{'' if count[2] == 1 else 's'}; "
+                f"{objects - missed} of {objects} objects found"
+                f"{'' if math.isnan(ap) else f'; AP {ap:.2f} at IoU {self.iou.value:.2f}'}"
+                f"{'' if self.show_gt.value else ' (ground truth hidden)'}")
+        if positives is not None:
+            text += (f"; {self.view.level_names[self.level.value]}: "
+                     f"{int(positives['positive'].sum())} positive locations")
+        return text
 
     def _ipython_display_(self) -> None:
         """Display as the widget itself (ipywidgets 7, which Colab ships, and 8)."""
         from IPython.display import display
 
         display(self.widget)
-
-
-def model_location_targets(model: torch.nn.Module, target: dict[str, Tensor], height: int,
-                           width: int) -> list[dict[str, Tensor]]:
-    """:func:`fcos_lib.positives.location_targets` of one image, on ``model``'s own grid for an
-    image of ``height`` x ``width`` pixels, with its size ranges and center sampling."""
-    options = model.loss_config
-    return location_targets(target, model.grid(int(height), int(width)), model.strides,
-                            options["size_ranges"], options["center_sampling_radius"])

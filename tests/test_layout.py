@@ -25,7 +25,8 @@ FLOORS = [
                 "matching"]),
     ("losses and decoding", ["losses", "inference", "pieces"]),
     ("the detector and its measure", ["model", "evaluate"]),
-    ("around the detector", ["torchvision_port", "trainer", "viz", "curves"]),
+    ("around the detector", ["torchvision_port", "trainer", "viz", "curves", "diagnose",
+                             "review"]),
     ("wholes", ["train", "viewer", "checks"]),
     ("commands", ["commands", "__main__"]),
 ]

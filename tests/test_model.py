@@ -235,7 +235,8 @@ def test_predict_restores_training_mode():
     detections = model.predict(torch.randn(2, 3, 64, 64), score_thresh=0.0)
     assert model.training and len(detections) == 2
     for d in detections:
-        assert set(d) == {"boxes", "scores", "labels"} and d["boxes"].shape[-1] == 4
+        assert set(d) == {"boxes", "scores", "labels", "levels"} and d["boxes"].shape[-1] == 4
+        assert ((d["levels"] >= 0) & (d["levels"] < len(model.strides))).all()
 
 
 def test_paper_preset_offline_warns_and_keeps_a_consistent_config(monkeypatch):

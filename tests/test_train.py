@@ -293,7 +293,7 @@ def test_two_processes_with_gloo(tmp_path):
     assert config["step"] == 6 and config["class_names"]
     assert config["train"]["batch_size"] == 4  # 2 images on each of the 2 processes
     (detections,) = model.predict(torch.zeros(1, 3, 64, 64))
-    assert set(detections) == {"boxes", "scores", "labels"}
+    assert set(detections) == {"boxes", "scores", "labels", "levels"}
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd (Linux)")

@@ -1,22 +1,19 @@
-"""Drawing: pixels change where (and only where) boxes and points were drawn; the viewer,
-built headless, draws what its controls ask for."""
+"""Drawing: pixels change where (and only where) boxes and points were drawn; the overlay of
+positive locations uses the model's own grid (the viewer itself: tests/test_viewer.py)."""
 from __future__ import annotations
 
-import io
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fcos_lib.data import normalize
 from fcos_lib.evaluate import mean_average_precision
 from fcos_lib.model import FCOS, level_locations
 from fcos_lib.positives import location_targets
 from fcos_lib.targets import assign_targets, default_size_ranges
-from fcos_lib.viewer import LOCATION_COLOR, BoxViewer, model_location_targets, render_view
+from fcos_lib.review import model_location_targets
 from fcos_lib.curves import plot_loss_curves, plot_pr_curves
 from fcos_lib.viz import (GT_COLOR, class_colors, draw_detections, plot_detections_grid,
                           plot_pictures, to_pixels)
@@ -126,38 +123,6 @@ def test_the_overlay_uses_the_models_own_grid_on_p3_to_p7(height, width):
                                       model.strides, default_size_ranges(model.strides), 1.5)[0])
 
 
-def test_render_view_overlays_positive_locations():
-    target, prediction = sample()
-    overlays = course_overlays(target)
-    common = dict(score_thresh=0.5, classes=[0, 1, 2], class_names=NAMES)
-    plain = render_view(gray_image(), target, prediction, show_gt=False, **common)
-    assert torch.equal(plain, draw_detections(gray_image(), prediction, None, **common))
-    dots = render_view(gray_image(), target, None, show_gt=False, level=0,
-                       level_overlay=overlays, **common)
-    p3 = overlays[0]
-    viridis = matplotlib.colormaps["viridis"]
-    for (x, y), pos, ctr in zip(p3["locations"].long().tolist(), p3["positive"].tolist(),
-                                p3["centerness"].tolist()):
-        if pos:  # a 3x3 square in the colour of its centerness
-            color = tuple(int(round(255 * v)) for v in viridis(ctr)[:3])
-            assert all(color_at(dots, x + dx, y + dy) == color
-                       for dx in (-1, 0, 1) for dy in (-1, 0, 1))
-        else:    # a magenta dot
-            assert color_at(dots, x, y) == LOCATION_COLOR
-            assert color_at(dots, x + 1, y) == (GRAY,) * 3
-    assert (dots != GRAY).any(dim=0).sum() == 9 * int(p3["positive"].sum()) + int(
-        (~p3["positive"]).sum())
-    # boxes are drawn over the dots
-    view = render_view(gray_image(), target, prediction, show_gt=True, level=0,
-                       level_overlay=overlays, **common)
-    assert torch.equal(view, draw_detections(dots, prediction, target, **common))
-    # enlarged: the boxes grow with the picture
-    big = render_view(gray_image(), target, prediction, show_gt=True, scale=3, **common)
-    assert torch.equal(big, draw_detections(gray_image(), prediction, target, scale=3, **common))
-    with pytest.raises(ValueError, match="level_overlay"):
-        render_view(gray_image(), target, prediction, show_gt=True, level=1, **common)
-
-
 def test_plot_detections_grid_shows_every_image():
     target, prediction = sample()
     images = normalize(torch.stack([gray_image(), gray_image()]))
@@ -200,83 +165,3 @@ def test_plot_pr_curves_and_loss_curves():
     assert len(loss_ax.lines) == 4
     np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), [1.0 / s for s in range(1, 6)])
     np.testing.assert_allclose(map_ax.lines[0].get_ydata(), [0.4])
-
-
-def test_viewer_controls_redraw_what_they_ask_for():
-    target, prediction = sample()
-    other = {"boxes": torch.tensor([[8.0, 8, 56, 56]]), "labels": torch.tensor([1])}
-    images = normalize(torch.stack([gray_image(), gray_image() + 40]))
-    viewer = BoxViewer(images, [target, other], [prediction, prediction], NAMES, scale=2,
-                       model=FCOS(len(NAMES)))
-
-    def expected(i, **kw):
-        args = dict(score_thresh=viewer.score.value, classes=list(viewer.classes.value),
-                    show_gt=viewer.show_gt.value, class_names=NAMES, scale=2) | kw
-        return render_view(images[i], [target, other][i], prediction, **args)
-
-    def shown():
-        png = np.array(Image.open(io.BytesIO(viewer.image.value)))
-        png = torch.from_numpy(png).permute(2, 0, 1)
-        assert torch.equal(png, viewer.last_view)
-        return viewer.last_view
-
-    assert torch.equal(shown(), expected(0))
-    viewer.score.value = 0.1
-    assert torch.equal(shown(), expected(0)) and "3 predicted boxes" in viewer.info.value
-    viewer.classes.value = (2,)
-    assert torch.equal(shown(), expected(0, classes=[2]))
-    viewer.show_gt.value = False
-    assert torch.equal(shown(), expected(0, show_gt=False))
-    viewer.index_text.value = 1  # typing a number moves the slider and redraws
-    assert viewer.index.value == 1 and torch.equal(shown(), expected(1))
-    viewer.level.value = 0
-    overlay = course_overlays(other)
-    assert torch.equal(shown(), expected(1, level=0, level_overlay=overlay))
-    assert f"{int(overlay[0]['positive'].sum())} positive locations" in viewer.info.value
-    viewer.index.value = 0
-    assert viewer.index_text.value == 0
-    assert not torch.equal(shown(), expected(1, level=0, level_overlay=overlay))
-
-
-def test_viewer_rejects_mismatched_inputs():
-    target, prediction = sample()
-    with pytest.raises(ValueError, match="one of each per image"):
-        BoxViewer(torch.zeros(2, 3, 8, 8), [target], None, NAMES)
-
-
-def test_the_viewer_overlays_with_the_models_settings():
-    """The picture with P3 chosen is the one drawn with the model's offset and center
-    sampling, which put the positives elsewhere than the defaults do."""
-    model = FCOS(3, location_offset=0.0, center_sampling_radius=1.5)
-    target, prediction = sample()
-    images = normalize(gray_image())[None]
-    viewer = BoxViewer(images, [target], [prediction], NAMES, model=model)
-    viewer.level.value = 0
-    locations = [level_locations(64 // s, 64 // s, s, 0.0) for s in (8, 16, 32)]
-    expected = location_targets(target, locations, [8, 16, 32], None, 1.5)
-    default = course_overlays(target)
-    assert not torch.equal(expected[0]["box"], default[0]["box"])  # the settings matter here
-    drawn = render_view(images[0], target, prediction, score_thresh=viewer.score.value,
-                        classes=list(viewer.classes.value), show_gt=True, level=0,
-                        level_overlay=expected, class_names=NAMES, scale=viewer.scale)
-    assert torch.equal(viewer.last_view, drawn)
-    assert f"{int(expected[0]['positive'].sum())} positive locations" in viewer.info.value
-    without = BoxViewer(images, [target], [prediction], NAMES)  # no model: no level to pick
-    assert [value for _, value in without.level.options] == [None]
-
-
-def test_the_viewer_displays_as_its_widget():
-    """A notebook cell ending in ``viewer`` shows the widget: on ipywidgets 7.7 (Colab's) and 8.
-    The Colab-play test runs this file in an ipywidgets-7.7 environment."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from IPython.display import display
-    from IPython.utils.capture import capture_output
-
-    target, prediction = sample()
-    viewer = BoxViewer(normalize(gray_image()[None]), [target], [prediction], NAMES)
-    InteractiveShell.instance()
-    with capture_output() as captured:
-        display(viewer)
-    (shown,) = captured.outputs
-    assert shown.data["application/vnd.jupyter.widget-view+json"]["model_id"] == \
-        viewer.widget.model_id

@@ -215,7 +215,7 @@ def test_06_trains_onto_drive_and_07_evaluates_that_run(played, colab):
 def test_the_viewer_works_with_colabs_ipywidgets(colab, played):
     """The widget tests, in the ipywidgets-7.7 environment (fcos_lib's dependencies now in)."""
     out = _run(colab["python"], "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
-               "addopts=", "-k", "viewer", str(ROOT / "tests" / "test_viz.py"), cwd=ROOT,
+               "addopts=", str(ROOT / "tests" / "test_viewer.py"), cwd=ROOT,
                env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"})
     assert " passed" in out and "failed" not in out, out
     assert _run(colab["python"], "-c", "import ipywidgets; print(ipywidgets.__version__)"

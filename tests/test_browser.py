@@ -1,0 +1,331 @@
+"""Notebook 07's viewer as a person uses it: JupyterLab on 127.0.0.1, a real headless Chromium.
+
+The test trains a small shapes detector where notebook 06 would have left it, opens notebook
+07 in JupyterLab, runs it from the Run menu (quick mode), and then, in the page: every cell
+ran without an error, the viewer's controls are there (no "Loading widget...", no "Error
+displaying widget"), moving the image slider, the NMS threshold and the matching IoU redraws
+the picture, and the browser's console shows no error. Screenshots go to
+``runs/browser-test/`` (or ``$FCOS_ARTIFACTS``).
+
+It needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without
+them it is skipped, saying what is missing, unless ``FCOS_BROWSER_TEST=required`` (set by
+``.ci/run``, which installs them) turns the skip into a failure.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = os.environ.get("FCOS_BROWSER_TEST") == "required"
+ARTIFACTS = Path(os.environ.get("FCOS_ARTIFACTS", ROOT / "runs")) / "browser-test"
+
+
+def _missing(what: str) -> None:
+    message = (f"browser test: {what}. Install Debian's chromium and chromium-driver "
+               "(apt-get install chromium chromium-driver) and `pip install selenium`")
+    if REQUIRED:
+        pytest.fail(f"{message} (FCOS_BROWSER_TEST=required: it may not be skipped)")
+    pytest.skip(message)
+
+
+def _tools() -> tuple[str, str]:
+    chromium = os.environ.get("FCOS_CHROMIUM") or shutil.which("chromium") or shutil.which(
+        "chromium-browser")
+    driver = os.environ.get("FCOS_CHROMEDRIVER") or shutil.which("chromedriver")
+    if not chromium or not driver:
+        _missing(f"{'chromium' if not chromium else 'chromedriver'} was not found on the PATH")
+    if importlib.util.find_spec("selenium") is None:
+        _missing("the selenium package is not installed")
+    return chromium, driver
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(runs: Path) -> Path:
+    """A detector worth looking at, where notebook 07 looks for notebook 06's quick run."""
+    from fcos_lib.config import get_preset
+    from fcos_lib.train import train
+
+    cfg = get_preset("shapes", out=str(runs / "notebook06-quick"), steps=300, image_size=64,
+                     batch_size=16, dataset_kwargs={"length": 64}, eval_images=16)
+    return train(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a copy of notebook 07, with a trained run; yields its address."""
+    chromium, driver = _tools()
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(ROOT / "notebooks" / "07_evaluate.ipynb", root)
+    checkpoint = _train(root / "runs")
+    port, token = _free_port(), "fcos-browser-test"
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}    # the inline backend
+    env.update(FCOS_QUICK="1", FCOS_RUNS=str(root / "runs"), TQDM_DISABLE="1",
+               JUPYTER_CONFIG_DIR=str(root / "config"), JUPYTERLAB_SETTINGS_DIR=str(
+                   root / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"))
+    # No announcements: they would fetch news from the internet.
+    (root / "settings" / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (root / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+     ).write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    log = open(root / "lab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+         "--LabApp.extension_manager=readonly", "--ip=127.0.0.1",
+         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"JupyterLab stopped: {(root / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not answer within 60 s")
+        yield dict(url=url, token=token, root=root, chromium=chromium, driver=driver,
+                   checkpoint=checkpoint)
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = lab["chromium"]
+    # As root, without a GPU, on a closed network: no sandbox, no background connections.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                 f"--user-data-dir={lab['root'] / 'chromium'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(lab["driver"]), options=options)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, seconds: float, what: str, every: float = 0.5):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"waited {seconds:.0f} s for {what}")
+
+
+class Page:
+    """Notebook 07 in JupyterLab, as a person sees it and clicks it."""
+
+    def __init__(self, driver, lab):
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.by, self.lab = driver, By, lab
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def find(self, css, within=None):
+        return (within or self.driver).find_elements(self.by.CSS_SELECTOR, css)
+
+    def prompts(self) -> list[str]:
+        return [p.text.strip() for p in self.find(".jp-CodeCell .jp-InputPrompt")]
+
+    def run_all_from_the_menu(self) -> float:
+        start = time.monotonic()
+        run = [m for m in self.find(".lm-MenuBar-item") if m.text == "Run"]
+        assert run, "JupyterLab's menu bar has no Run menu"
+        run[0].click()
+        _wait(lambda: self.find('.lm-Menu-item[data-command="runmenu:run-all"]'), 10,
+              "the Run menu to open")[0].click()
+        _wait(lambda: "[*]:" in self.prompts(), 20, "the cells to start running")
+        _wait(lambda: "[*]:" not in self.prompts(), 900, "the notebook to finish running")
+        return time.monotonic() - start
+
+    def slider(self, name: str):
+        found = [s for s in self.find(".widget-slider")
+                 if self.find("label", s) and self.find("label", s)[0].text == name]
+        assert found, f"no slider {name!r} in the viewer"
+        return found[0]
+
+    def set_slider(self, name: str, value) -> None:
+        """Type the value into the slider's readout, as a person can, and press Enter."""
+        from selenium.webdriver.common.keys import Keys
+
+        readout = self.find(".widget-readout", self.slider(name))[0]
+        readout.click()
+        readout.send_keys(Keys.CONTROL, "a")
+        readout.send_keys(str(value), Keys.ENTER)
+
+    def picture(self) -> bytes:
+        """The PNG the viewer's image element shows, as the page holds it."""
+        image = self.find("img.widget-image")[0]
+        data = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0].src).then(r => r.arrayBuffer()).then(b => {"
+            "  let s = ''; const a = new Uint8Array(b);"
+            "  for (let i = 0; i < a.length; i++) s += String.fromCharCode(a[i]);"
+            "  done(btoa(s)); }).catch(e => done('error: ' + e));", image)
+        assert not data.startswith("error"), data
+        import base64
+
+        return base64.b64decode(data)
+
+    def select(self, name: str):
+        """The ``<select>`` of the dropdown labelled ``name``."""
+        from selenium.webdriver.support.ui import Select
+
+        found = [d for d in self.find(".widget-dropdown")
+                 if self.find("label", d) and self.find("label", d)[0].text == name]
+        assert found, f"no dropdown {name!r} in the viewer"
+        return Select(self.find("select", found[0])[0])
+
+    def sizes(self) -> tuple[int, int]:
+        """The picture's own width and its width on the page, pixels."""
+        return tuple(round(v) for v in self.driver.execute_script(
+            "const i = arguments[0]; return [i.naturalWidth, i.getBoundingClientRect().width];",
+            self.find("img.widget-image")[0]))
+
+    def info(self) -> str:
+        return self.find(".widget-html")[0].text
+
+    def shot(self, name: str) -> None:
+        image = self.find("img.widget-image")
+        if image:
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                                       image[0])
+        self.driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+    def console_errors(self) -> list[str]:
+        """The console's errors, but for resources of other hosts, which the closed network of
+        a test machine refuses (the Colab badge's picture)."""
+        errors = []
+        for entry in self.driver.get_log("browser"):
+            if entry["level"] != "SEVERE":
+                continue
+            if entry["source"] == "network" and not entry["message"].startswith(self.lab["url"]):
+                continue
+            errors.append(entry["message"])
+        return errors
+
+
+def _pixels(png: bytes) -> torch.Tensor:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return torch.from_numpy(np.array(Image.open(io.BytesIO(png)).convert("RGB"))).permute(2, 0, 1)
+
+
+def _plain(html: str) -> str:
+    import re
+
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
+
+
+def test_the_viewer_in_a_real_browser(lab, browser, capsys):
+    """Run All from the menu, then the viewer answers its controls with the library's pictures."""
+    from fcos_lib.config import TrainConfig
+    from fcos_lib.model import FCOS
+    from fcos_lib.train import build_datasets
+    from fcos_lib.viewer import BoxViewer
+
+    page = Page(browser, lab)
+    browser.get(f"{lab['url']}/lab/tree/07_evaluate.ipynb?token={lab['token']}")
+    _wait(lambda: len(page.find(".jp-CodeCell")) > 10 and "Idle" in browser.find_element(
+        page.by.ID, "jp-main-statusbar").text, 120, "the notebook to open with an idle kernel")
+    seconds = page.run_all_from_the_menu()
+    page.shot("1-after-run-all")
+    prompts = page.prompts()
+    assert all(p[1:-2].isdigit() for p in prompts), f"cells not run: {prompts}"
+    errors = [e.text[:500] for e in page.find(
+        '[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedError')]
+    assert not errors, f"the notebook printed errors or warnings: {errors}"
+    body = browser.find_element(page.by.TAG_NAME, "body").text
+    assert "Error displaying widget" not in body and "Loading widget" not in body
+    assert len(page.find("img.widget-image")) == 1, "the viewer's picture is not on the page"
+    for name in ("image", "score >", "NMS IoU", "match IoU"):
+        assert page.slider(name).is_displayed()
+    for name, first in (("order", "by number"), ("classes", "all classes"), ("maps", "no level")):
+        assert page.select(name).first_selected_option.text == first   # not blank
+    natural, shown = page.sizes()
+    assert natural == shown, f"the picture is stretched: {natural} px drawn {shown} px wide"
+
+    # The same viewer in this process, on the same run: what the page must show.
+    model, config = FCOS.from_checkpoint(lab["checkpoint"])
+    (val_set,) = build_datasets(TrainConfig(**config["train"]), ("val",), progress=False)
+    here = BoxViewer(model, val_set)
+    assert torch.equal(_pixels(page.picture()), here.last_view)
+    assert page.info() == _plain(here.info.value)
+
+    # An image where a looser NMS keeps more boxes and a stricter match turns some red.
+    def counts(i, nms, iou):
+        here.position.value, here.nms.value, here.iou.value = i, nms, iou
+        return len(here.last_detections["boxes"]), _plain(here.info.value)
+
+    chosen = next((i for i in range(1, len(val_set))
+                   if counts(i, 0.6, 0.5)[0] != counts(i, 0.95, 0.5)[0]
+                   and counts(i, 0.95, 0.5)[1] != counts(i, 0.95, 0.9)[1]), None)
+    assert chosen is not None, "no validation image where NMS and the match IoU matter"
+    steps = [("image", chosen, dict(position=chosen, nms=0.6, iou=0.5)),
+             ("NMS IoU", 0.95, dict(position=chosen, nms=0.95, iou=0.5)),
+             ("match IoU", 0.9, dict(position=chosen, nms=0.95, iou=0.9))]
+    timings = []
+    for k, (control, value, state) in enumerate(steps, 2):
+        shown = page.picture()
+        start = time.monotonic()
+        page.set_slider(control, value)
+        _wait(lambda: page.picture() != shown, 30, f"the picture to change after {control}",
+              every=0.02)
+        timings.append(1000 * (time.monotonic() - start))
+        here.position.value, here.nms.value, here.iou.value = (state["position"], state["nms"],
+                                                               state["iou"])
+        assert torch.equal(_pixels(page.picture()), here.last_view), control
+        assert page.info() == _plain(here.info.value), control
+        page.shot(f"{k}-{control.replace(' ', '-')}-{value}")
+    assert page.info().startswith(f"image {chosen}:")
+    # A level's maps beside the picture, then no level again (the dropdown is not blank).
+    shown = page.picture()
+    page.select("maps").select_by_visible_text(f"{here.view.level_names[0]} (stride 8)")
+    _wait(lambda: page.picture() != shown, 30, "the maps to appear")
+    here.level.value = 0
+    assert torch.equal(_pixels(page.picture()), here.last_view) and page.info() == _plain(
+        here.info.value)
+    assert page.sizes() == (here.last_view.shape[2],) * 2     # wider, and not stretched
+    page.shot("5-maps-P3")
+    page.select("maps").select_by_visible_text("no level")
+    _wait(lambda: page.picture() == shown, 30, "the maps to go")
+    assert page.select("maps").first_selected_option.text == "no level"
+    assert page.console_errors() == []
+    with capsys.disabled():
+        print(f"\nbrowser: Run All {seconds:.0f} s (quick mode); redraws seen after image, NMS, "
+              f"match IoU: {', '.join(f'{t:.0f} ms' for t in timings)} (typed, to the new "
+              f"picture on the page); screenshots in {ARTIFACTS}")
