@@ -16,24 +16,22 @@ Configured as torchvision's FCOS (score 0.2, NMS 0.6, top-k 1000, 100 boxes, cen
 the score, locations at ``i * stride``), the detections equal torchvision's, box for box
 (``tests/test_inference.py``).
 
-:func:`predict_dataset` runs a model over a dataset, :func:`load_image` reads an image file
-as the datasets make images.
+:func:`predict_dataset` runs a model over a dataset; :mod:`fcos_lib.photo` runs it on a whole
+photo of your own.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from fcos_lib.data import collate, normalize, resize_and_center_crop
+from fcos_lib.data import collate
 from fcos_lib.targets import decode_boxes
 from fcos_lib.validate import whole
 
-__all__ = ["detect", "predict_dataset", "load_image"]
+__all__ = ["detect", "predict_dataset"]
 
 
 def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor,
@@ -172,25 +170,3 @@ def predict_dataset(model: torch.nn.Module, dataset, *, batch_size: int = 16,
                         for p in model.predict(images.to(device), **detect_kwargs)]
         targets += batch
     return predictions, targets
-
-
-def load_image(path: str | Path, image_size: int) -> tuple[Tensor, Tensor]:
-    """An image file as the datasets make images: shorter side to ``image_size``, centre crop.
-
-    Returns:
-        ``(pixels uint8 (3, S, S), normalized float32 (3, S, S))``, S = ``image_size``.
-
-    Raises:
-        ValueError: the file is not an image torchvision can read.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as file:
-            rgb = np.asarray(file.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not an image Pillow can read (JPEG, PNG, ...): {error}"
-                         ) from None
-    pixels = torch.from_numpy(rgb.copy()).permute(2, 0, 1)                   # uint8 (3, H, W)
-    pixels, _, _ = resize_and_center_crop(pixels, torch.zeros(0, 4), image_size)
-    return pixels, normalize(pixels)

@@ -12,6 +12,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -20,9 +21,10 @@ from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, TRUE_POSITIVE, image_ap
 from fcos_lib.inference import detect, predict_dataset
 from fcos_lib.review import (legend_html, level_names, level_panels, model_location_targets,
                              only_classes, render_view)
+from fcos_lib.photo import detect_photo, draw_photo, read_photo
 from fcos_lib.viz import png_bytes
 
-__all__ = ["DetectorView", "BoxViewer"]
+__all__ = ["DetectorView", "BoxViewer", "PhotoViewer", "uploaded_files"]
 
 
 class DetectorView:
@@ -213,6 +215,84 @@ class BoxViewer:
 
     def _ipython_display_(self) -> None:
         """Display as the widget itself (ipywidgets 7, which Colab ships, and 8)."""
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def uploaded_files(value) -> list[tuple[str, bytes]]:
+    """``(name, content)`` of the files in a ``FileUpload``'s value: ipywidgets 8 gives a tuple
+    of dicts with ``name`` and ``content``, 7 a dict from the name to one with ``content``."""
+    if isinstance(value, dict):
+        return [(name, bytes(item["content"])) for name, item in value.items()]
+    return [(item["name"], bytes(item["content"])) for item in value]
+
+
+class PhotoViewer:
+    """A photo of your own with the detector's boxes, at a score threshold you choose.
+
+    Controls: ``score`` (a slider: the photo is detected once, at 0.05, and drawn at the
+    slider's threshold) and ``upload`` (a file button; ``None`` where ``upload=False``, as on
+    Colab, whose own ``files.upload()`` the notebook uses). ``last_found`` holds the
+    detections drawn, ``last_view`` the picture.
+
+    Args:
+        model: an FCOS; size: the image size it was trained at; class_names: its classes.
+        photo: anything :func:`fcos_lib.photo.read_photo` takes; name: what to call it.
+        max_side: the picture's longer side on screen at most, pixels.
+    """
+
+    def __init__(self, model: torch.nn.Module, size: int, class_names: Sequence[str], photo, *,
+                 name: str | None = None, score_thresh: float = 0.3, upload: bool = True,
+                 max_side: int = 800):
+        import ipywidgets as w
+
+        self.model, self.size, self.names, self.max_side = model, size, list(class_names), max_side
+        self.score = w.FloatSlider(score_thresh, min=0.05, max=0.95, step=0.05,
+                                   readout_format=".2f", description="score >",
+                                   continuous_update=False)
+        self.upload = w.FileUpload(accept="image/*", multiple=False,
+                                   description="your photo") if upload else None
+        self.image, self.info = w.Image(format="png"), w.HTML()
+        self.last_view, self.last_found = None, None
+        self.score.observe(self.redraw, "value")
+        controls = [self.score] + ([self.upload] if upload else [])
+        if upload:
+            self.upload.observe(self._uploaded, "value")
+        self.widget = w.VBox([w.HBox(controls), self.info, self.image])
+        self.show(photo, name or (str(photo) if isinstance(photo, (str, Path)) else "your photo"))
+
+    def show(self, photo, name: str) -> None:
+        """Detect on ``photo`` and draw it; a file that is no photo leaves the last one and
+        says why."""
+        try:
+            self.pixels = read_photo(photo)
+        except ValueError as err:
+            self.info.value = f'<span style="color:#c00">{err}</span>'
+            return
+        self.name = name
+        self.found = detect_photo(self.model, self.pixels, self.size, score_thresh=0.05)
+        self.redraw()
+
+    def _uploaded(self, change) -> None:
+        files = uploaded_files(change["new"])
+        if files:
+            self.show(files[0][1], files[0][0])
+
+    def redraw(self, change: dict | None = None) -> None:
+        """Draw the photo at the slider's threshold."""
+        keep = self.found["scores"] > self.score.value
+        self.last_found = {k: v[keep] for k, v in self.found.items()}
+        view = draw_photo(self.pixels, self.last_found, self.names, max_side=self.max_side)
+        self.last_view = view
+        self.image.value = png_bytes(view)
+        self.image.layout.width = f"{view.shape[2]}px"
+        self.image.layout.max_width = "100%"
+        height, width = self.pixels.shape[-2:]
+        self.info.value = (f"<b>{self.name}</b>, {width} x {height} pixels: "
+                           f"{int(keep.sum())} boxes above {self.score.value:.2f}")
+
+    def _ipython_display_(self) -> None:
         from IPython.display import display
 
         display(self.widget)

@@ -1,4 +1,4 @@
-"""Notebook 07's viewer as a person uses it: JupyterLab on 127.0.0.1, a real headless Chromium.
+"""Notebook 07's viewers as a person uses them: JupyterLab on 127.0.0.1, a real headless Chromium.
 
 The test trains a small shapes detector where notebook 06 would have left it, opens notebook
 07 in JupyterLab, runs it from the Run menu (quick mode), and then, in the page: every cell
@@ -271,7 +271,12 @@ def test_the_viewer_in_a_real_browser(lab, browser, capsys):
     assert not errors, f"the notebook printed errors or warnings: {errors}"
     body = browser.find_element(page.by.TAG_NAME, "body").text
     assert "Error displaying widget" not in body and "Loading widget" not in body
-    assert len(page.find("img.widget-image")) == 1, "the viewer's picture is not on the page"
+    pictures = page.find("img.widget-image")       # the box viewer's, then the photo's
+    assert len(pictures) == 2, f"{len(pictures)} widget pictures on the page, not 2"
+    photo = browser.execute_script("return [arguments[0].naturalWidth, arguments[0]"
+                                   ".naturalHeight, arguments[0].getBoundingClientRect().width]",
+                                   pictures[1])
+    assert photo == [480, 240, 480], f"the sample photo shown as {photo}, not whole at 480 x 240"
     for name in ("image", "score >", "NMS IoU", "match IoU"):
         assert page.slider(name).is_displayed()
     for name, first in (("order", "by number"), ("classes", "all classes"), ("maps", "no level")):

@@ -182,29 +182,6 @@ def test_model_predict_equals_torchvision_eval_forward():
 # (the `checkpoint` fixture is in tests/conftest.py)
 
 
-def test_predict_command_draws_boxes_on_image_files(checkpoint, tmp_path, capsys):
-    import numpy as np
-    from PIL import Image
-
-    from fcos_lib.commands import main
-
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
-    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "b.png")
-    out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--score-thresh", "0.0", str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]) == 0
-    for name in ("a", "b"):
-        drawn = np.asarray(Image.open(out / f"{name}_boxes.png"))
-        assert drawn.shape == (64, 64, 3)  # shorter side to 64, centre crop, as the dataset
-    from fcos_lib.inference import load_image
-
-    pixels, _ = load_image(tmp_path / "b.png", 64)
-    drawn = torch.from_numpy(np.asarray(Image.open(out / "b_boxes.png")).copy()).permute(2, 0, 1)
-    assert (drawn != pixels).any()  # boxes were drawn (score 0: all 100 of them)
-    assert "100 boxes" in capsys.readouterr().out
-
-
 def test_predict_command_names_missing_and_unreadable_files(checkpoint, tmp_path, capsys):
     from fcos_lib.commands.predict import main
 

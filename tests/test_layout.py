@@ -20,13 +20,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fcos_lib"
 
 # Floor -> its modules (a package name covers its submodules).
 FLOORS = [
-    ("foundations", ["env", "validate", "config", "checkpoint", "distributed", "runlog"]),
+    ("foundations", ["env", "validate", "config", "checkpoint", "distributed", "runlog",
+                     "files"]),
     ("pieces", ["data", "backbone", "fpn", "head", "targets", "positives", "optim",
                 "matching"]),
     ("losses and decoding", ["losses", "inference", "pieces"]),
     ("the detector and its measure", ["model", "evaluate"]),
     ("around the detector", ["torchvision_port", "trainer", "viz", "curves", "diagnose",
-                             "review"]),
+                             "review", "photo"]),
     ("wholes", ["train", "viewer", "checks"]),
     ("commands", ["commands", "__main__"]),
 ]

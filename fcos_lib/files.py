@@ -1,0 +1,33 @@
+"""Writing files so that a crash or a full disk never leaves half of one."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["write_atomic"]
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it, then rename: readers see
+    the old file or the new one, never a part. The temporary file is removed if the write
+    fails (a full disk, say), and the error raised.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_atomic(folder / "a.txt", "hello").read_text()
+    'hello'
+    >>> sorted(p.name for p in folder.iterdir())
+    ['a.txt']
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
