@@ -60,7 +60,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> FCOS:
     return FCOS.from_config(model_config(cfg, num_classes))
 
 
-def train(cfg: TrainConfig, *, resume: bool = False,
+def train(cfg: TrainConfig, *, resume: bool = False, change_schedule: bool = False,
           on_log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
           pieces: Pieces | None = None) -> Path:
     """Train as ``cfg`` says; return the path of the last checkpoint, ``<out>/checkpoint.pt``.
@@ -69,6 +69,9 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         cfg: the run (see :class:`fcos_lib.config.TrainConfig`).
         resume: continue from ``<out>/checkpoint.pt`` if it exists (else start afresh);
             without it an existing checkpoint is an error, never silently overwritten.
+        change_schedule: when resuming, take this ``cfg``'s learning rate and schedule
+            (``fcos_lib.trainer.SCHEDULE_CHANGES``) in place of the checkpoint's, and record
+            the change in ``metrics.jsonl`` (after a non-finite loss, say).
         on_log: called on rank 0 with every metrics record (the dicts of ``metrics.jsonl``),
             e.g. :class:`fcos_lib.curves.LiveLossPlot` to draw the losses as they come.
         progress: show a tqdm bar with the running losses.
@@ -79,8 +82,8 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         ValueError: resuming with settings other than the checkpoint's (only ``steps``,
             ``device``, ``num_workers``, caching and how often it logs, evaluates and saves
             may change).
-        fcos_lib.trainer.NonFiniteLossError: the loss became inf or NaN (the last checkpoint
-            is kept).
+        fcos_lib.trainer.NonFiniteLossError: the loss or its gradient became inf or NaN (the
+            last checkpoint is kept).
         KeyboardInterrupt: after saving a checkpoint of the last finished step.
     """
     device = pick_device(cfg.device)
@@ -106,7 +109,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
 
         trainer = Trainer(cfg, model, train_set, evaluate=evaluate, on_log=on_log,
                           progress=progress, info=info)
-        path = trainer.run(resume)
+        path = trainer.run(resume, change_schedule)
         if info.is_main:
             save_loss_curve(cfg.out)
         return path

@@ -1,5 +1,9 @@
 """The training loop: one run's model, optimizer, schedule and data, stepped and saved.
 
+Why this module is longer than 300 lines: the loop and the paths out of it (resume, Ctrl-C
+and SIGTERM, non-finite values, a changed schedule) share the trainer's state; split, each
+piece would reach into the others'.
+
 ``Trainer(cfg, model, train_set).run()`` trains ``model`` (already on its device) as
 :class:`fcos_lib.config.TrainConfig` says, and returns the path of ``<out>/checkpoint.pt``;
 :func:`fcos_lib.train.train` builds those three from the config alone. What makes it robust:
@@ -8,14 +12,19 @@
   moments, schedule position, scaler, random states); the batches come from
   :class:`fcos_lib.distributed.StepBatchSampler`, whose batch ``s`` does not depend on where
   the run started. Loading a checkpoint and going on gives the weights of a run never stopped.
-- Ctrl-C saves the last finished step; a kill loses at most ``checkpoint_every`` steps; the
-  checkpoint file is replaced atomically, so it is never half written.
-- A non-finite loss stops the run before it touches the weights, and says which step.
+- Ctrl-C, and SIGTERM (what Colab and job schedulers send), save the last finished step with
+  the random state as it was then, so that the resume is exact; a kill loses at most
+  ``checkpoint_every`` steps; the checkpoint file is replaced atomically, never half written.
+- A non-finite loss or gradient stops the run before it touches the weights, and says which
+  step; weights that are not finite are never saved. To go on with a smaller learning rate,
+  resume with ``change_schedule=True`` (``--change-schedule``), which the log records.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -36,8 +45,12 @@ from fcos_lib.optim import amp_dtype, build_optimizer, lr_factor
 from fcos_lib.runlog import append_record, truncate_metrics
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled as Ctrl-C is, the last finished step saved."""
+
+
 class NonFiniteLossError(RuntimeError):
-    """The loss became inf or NaN; the run stopped, its last checkpoint kept."""
+    """The loss or its gradient became inf or NaN; the run stopped, its last checkpoint kept."""
 
 
 class Trainer:
@@ -83,6 +96,11 @@ class Trainer:
         self.step, self.seconds = 0, 0.0
         self.saved_step: int | None = None
         self.updating = False  # True while the weights are being changed: no saving then
+        self.rng: dict[str, Any] | None = None  # the random states after the last finished step
+        self.buffers: list[torch.Tensor] | None = None  # the buffers then, during a step
+        # From the update to the end of the step's log and checkpoint, a Ctrl-C or SIGTERM
+        # waits (``pending``), so that a stop never splits a step from its record.
+        self.deferring, self.pending = False, None
 
     # -------------------------------------------------------------- checkpoints
 
@@ -90,20 +108,36 @@ class Trainer:
         """The checkpoint dict of the current step (see ``docs/design.md``)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "rng": rng_state(), "train_seconds": self.seconds,
+                "step": self.step, "rng": self.rng or rng_state(), "train_seconds": self.seconds,
                 "config": {"train": asdict(self.cfg), "model": asdict(self.model.config),
                            "class_names": list(self.class_names)}}
 
     def save(self) -> None:
-        """Write the checkpoint of the current step (rank 0), atomically."""
-        if self.info.is_main:
-            save_checkpoint(self.state(), self.path)
+        """Write the checkpoint of the current step (rank 0), atomically; never weights that
+        are not finite (the last good checkpoint stays)."""
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            self.stop_non_finite({}, "weights")
+        was, self.deferring = self.deferring, True     # a stop waits until the file is whole
+        try:
+            if self.info.is_main:
+                save_checkpoint(self.state(), self.path)
+        finally:
+            self.deferring = was
         self.saved_step = self.step
 
-    def restore(self) -> None:
-        """Continue from ``<out>/checkpoint.pt``: every state, the step, the clock."""
+    def raise_pending(self) -> None:
+        """Stop waiting: raise the Ctrl-C or SIGTERM that came meanwhile, if one did."""
+        self.deferring = False
+        if self.pending is not None:
+            stop, self.pending = self.pending, None
+            raise stop()
+
+    def restore(self, change_schedule: bool = False) -> None:
+        """Continue from ``<out>/checkpoint.pt``: every state, the step, the clock; with
+        ``change_schedule``, this run's :data:`SCHEDULE_CHANGES` in place of the saved ones."""
         state = load_checkpoint(self.path, self.device)
-        check_same_run(self.cfg, state["config"]["train"], self.path)
+        saved = json.loads(json.dumps(state["config"]["train"]))    # tuples as lists
+        check_same_run(self.cfg, saved, self.path, change_schedule)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -112,16 +146,26 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step = self.saved_step = int(state["step"])
         self.seconds = float(state.get("train_seconds", 0.0))
+        changed = {k: [saved.get(k), v] for k, v in json.loads(json.dumps(asdict(self.cfg)))
+                   .items() if k in SCHEDULE_CHANGES and v != saved.get(k)}
+        if changed:   # the new base rate, at the schedule's present step
+            self.scheduler.base_lrs = [self.cfg.lr for _ in self.optimizer.param_groups]
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = self.cfg.lr
+                group["lr"] = self.cfg.lr * lr_factor(self.step, self.cfg)
+            self.log({"step": self.step, "changed": changed})
 
     # -------------------------------------------------------------- the run
 
-    def run(self, resume: bool = False) -> Path:
-        """Train up to ``cfg.steps``; return the checkpoint's path."""
+    def run(self, resume: bool = False, change_schedule: bool = False) -> Path:
+        """Train up to ``cfg.steps``; return the checkpoint's path. ``resume``: from the
+        checkpoint if there is one; ``change_schedule``: allow the settings of
+        :data:`SCHEDULE_CHANGES` to differ from the checkpoint's."""
         if self.path.exists() and not resume:
             raise FileExistsError(f"{self.path} exists: resume it (--resume, resume=True) or "
                                   "choose another output folder")
         if resume and self.path.exists():
-            self.restore()
+            self.restore(change_schedule)
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             truncate_metrics(self.out, self.step)
@@ -131,16 +175,43 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.model.train()
+        previous = self._stop_on_signals()
         try:
             self.loop()
-        except KeyboardInterrupt:
-            if self.saved_step != self.step and not self.updating:
-                self.save()
+        except KeyboardInterrupt as stop:
+            if not self.updating:   # (a Ctrl-C from outside the signal handler, mid-update)
+                if self.buffers is not None:   # stopped inside a step: undo its forward
+                    with torch.no_grad():
+                        for now, then in zip(self.model.buffers(), self.buffers):
+                            now.copy_(then)
+                if self.saved_step != self.step:
+                    self.save()
                 if self.info.is_main:
-                    print(f"\ninterrupted: checkpoint of step {self.step} saved in "
-                          f"{self.path}; run again with --resume (resume=True) to continue")
+                    print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}"
+                          f": checkpoint of step {self.step} saved in {self.path}; run again "
+                          "with --resume (resume=True) to continue")
             raise
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return self.path
+
+    def _stop_on_signals(self) -> dict:
+        """Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`Terminated`, but not while a
+        checkpoint is written or the weights updated (then right after); returns the
+        handlers replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(number, frame):
+            kind = Terminated if number == signal.SIGTERM else KeyboardInterrupt
+            if self.deferring:
+                self.pending = kind
+            else:
+                raise kind()
+
+        return {number: signal.signal(number, stop) for number in (signal.SIGINT,
+                                                                   signal.SIGTERM)}
 
     def batches(self):
         """An iterator over the training batches from the current step on."""
@@ -151,6 +222,7 @@ class Trainer:
         """Step until ``cfg.steps``: log, save and evaluate on the way."""
         cfg = self.cfg
         batches = self.batches()
+        self.rng = rng_state()
         window: dict[str, float] = {}
         window_start, window_seconds = self.step, 0.0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step",
@@ -159,6 +231,7 @@ class Trainer:
             while self.step < cfg.steps:
                 start = time.perf_counter()
                 values, lr = self.one_step(next(batches))
+                self.rng = rng_state()    # before the next batch draws its flips
                 took = time.perf_counter() - start
                 self.seconds += took
                 window_seconds += took
@@ -176,6 +249,7 @@ class Trainer:
                     window, window_start, window_seconds = {}, self.step, 0.0
                 if self.step % cfg.checkpoint_every == 0 or last:
                     self.save()
+                self.raise_pending()      # the step, its record and checkpoint are whole
                 if self.evaluate and ((cfg.eval_every and self.step % cfg.eval_every == 0)
                                       or last):
                     if self.info.is_main:
@@ -185,6 +259,9 @@ class Trainer:
     def one_step(self, batch) -> tuple[dict[str, float], float]:
         """Forward, non-finite check, backward, clip, update: the losses and the lr used."""
         images, targets = batch
+        # The forward moves batch-norm statistics: keep them as they were after the last
+        # finished step, for a Ctrl-C that comes before this step is done.
+        self.buffers = [b.detach().clone() for b in self.model.buffers()]
         images = images.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -200,27 +277,32 @@ class Trainer:
             self.stop_non_finite(values)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
-        if self.cfg.clip_grad_norm:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.unscale_(self.optimizer)     # (nothing to undo without fp16's scaling)
+        norm = float(nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.cfg.clip_grad_norm or math.inf))
+        # fp16's scaler skips a step whose gradient overflowed, by design; otherwise stop.
+        if not self.scaler.is_enabled() and any_process(not math.isfinite(norm), self.device):
+            self.stop_non_finite({**values, "gradient norm": norm}, "gradient")
         lr = self.optimizer.param_groups[0]["lr"]
-        self.updating = True
+        self.updating = self.deferring = True
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        self.updating = False
+        self.updating, self.buffers = False, None
         return values, lr
 
-    def stop_non_finite(self, values: dict[str, float]) -> None:
-        """Raise :class:`NonFiniteLossError` naming the step, the losses and the fix."""
+    def stop_non_finite(self, values: dict[str, float], what: str = "loss") -> None:
+        """Raise :class:`NonFiniteLossError` naming the step, the values and the fix."""
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         kept = (f"the last good checkpoint, {self.path} (step {self.saved_step}), is kept"
                 if self.saved_step is not None else "no checkpoint had been written yet")
+        step = self.step + (what != "weights")
         raise NonFiniteLossError(
-            f"non-finite loss at step {self.step + 1} ({parts}): training stopped; {kept}. "
-            f"Lower the learning rate (lr={self.cfg.lr}), lengthen the warm-up or clip the "
-            "gradients, then resume.")
+            f"non-finite {what} at step {step}{f' ({parts})' if parts else ''}: training "
+            f"stopped; {kept}. Lower the learning rate (lr={self.cfg.lr}), lengthen the "
+            "warm-up or clip the gradients, then resume with the changed settings: --resume "
+            "--change-schedule (train(..., resume=True, change_schedule=True)).")
 
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``<out>/metrics.jsonl`` and pass it to ``on_log`` (rank 0)."""
@@ -250,16 +332,25 @@ def training_loader(train_set: Dataset, cfg: TrainConfig, step: int = 0,
 # often it reports. Any other change would make the checkpoint's states wrong for the run.
 RESUMABLE_CHANGES = ("out", "steps", "device", "num_workers", "cache", "cache_dir",
                      "log_every", "eval_every", "eval_images", "checkpoint_every")
+# The schedule's settings, which a resume may change when asked to (after a non-finite loss).
+SCHEDULE_CHANGES = ("lr", "warmup_steps", "warmup_factor", "schedule", "milestones", "gamma",
+                    "clip_grad_norm")
 
 
-def check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
+def check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path,
+                   change_schedule: bool = False) -> None:
     """Raise ValueError if ``cfg`` differs from the checkpoint's ``saved`` config in more
-    than :data:`RESUMABLE_CHANGES`."""
+    than :data:`RESUMABLE_CHANGES` (and :data:`SCHEDULE_CHANGES` with ``change_schedule``)."""
     now = json.loads(json.dumps(asdict(cfg)))  # tuples become lists, as in ``saved``
     saved = json.loads(json.dumps(saved))
-    differ = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now" for k in now
-              if k not in RESUMABLE_CHANGES and now[k] != saved.get(k)]
+    allowed = RESUMABLE_CHANGES + (SCHEDULE_CHANGES if change_schedule else ())
+    differ = [k for k in now if k not in allowed and now[k] != saved.get(k)]
     if differ:
-        raise ValueError(f"cannot resume {path} with changed settings ({'; '.join(differ)}): "
-                         "resume with the checkpoint's settings, or train the new settings "
-                         "in another output folder (--out) or from scratch")
+        said = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
+                         for k in differ)
+        hint = (" To change the schedule (" + ", ".join(k for k in differ if k in
+                SCHEDULE_CHANGES) + ") and go on, add --change-schedule "
+                "(change_schedule=True)." if set(differ) <= set(SCHEDULE_CHANGES) else "")
+        raise ValueError(f"cannot resume {path} with changed settings ({said}): resume with "
+                         "the checkpoint's settings, or train the new settings in another "
+                         f"output folder (--out) or from scratch.{hint}")

@@ -4,12 +4,14 @@ Examples::
 
     python -m fcos_lib train --preset shapes --out runs/shapes
     python -m fcos_lib train --out runs/shapes --resume             # after Ctrl-C or a crash
+    python -m fcos_lib train --out runs/shapes --resume --change-schedule --set lr=0.002
+                                                        # after a non-finite loss
     python -m fcos_lib train --preset shapes --out runs/s2 --steps 300 --set lr=0.02 \
         --set model.fpn_channels=32
     torchrun --nproc_per_node=2 -m fcos_lib train --preset voc2007-tiny --out runs/voc
 
 Exit status: 0 done, 1 the run stopped on an error (message on stderr), 130 interrupted
-(a checkpoint of the last finished step was saved).
+(Ctrl-C), 143 terminated (SIGTERM); after either, a checkpoint of the last finished step.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from fcos_lib.commands._common import error
 from fcos_lib.config import TRAIN_PRESETS, TrainConfig, config_with, get_preset
 from fcos_lib.runlog import read_metrics
 from fcos_lib.train import train
-from fcos_lib.trainer import NonFiniteLossError
+from fcos_lib.trainer import NonFiniteLossError, Terminated
 
 
 def _parse_value(text: str) -> Any:
@@ -67,13 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (its own settings) if there is one")
+    parser.add_argument("--change-schedule", action="store_true",
+                        help="with --resume: let --set change the learning rate and schedule "
+                             "(lr, warmup_steps, gamma, ...), recorded in metrics.jsonl")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a TrainConfig field (model.NAME for FCOS arguments)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        path = train(cfg, resume=args.resume, progress=not args.no_progress)
+        path = train(cfg, resume=args.resume, change_schedule=args.change_schedule,
+                     progress=not args.no_progress)
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
     except (NonFiniteLossError, CheckpointError, FileExistsError, ValueError) as err:

@@ -7,7 +7,9 @@ and ``finish(image, target)`` turns that into the float, normalized sample (the 
 the uint8 pixels in one flat buffer (a quarter of the memory of float32), and afterwards only
 runs ``finish``. With ``directory`` the buffer also goes to disk (written atomically, then read
 back as a memory map), so the next run, or the next Colab session with a Drive folder, skips
-decoding too.
+decoding too. A cache on disk remembers the size and modification time of every file it was
+made from (the dataset's ``sources()``): when one changes (an annotation corrected, an image
+replaced), or the cache is found half written, it is decoded again, and says so.
 
 One flat buffer rather than a list of tensors: the DataLoader's worker processes share it
 without copying when they are forked (Linux's default): they inherit the shared memory, or
@@ -40,6 +42,8 @@ class TwoStageDataset(Protocol):
     def finish(self, image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """The fast stage: random flip on training splits, normalization."""
 
+    # Optional: ``sources() -> list[Path]``, the files ``load`` reads (see :func:`fingerprint`).
+
 
 class _Loads(Dataset):
     """``dataset.load`` as a map-style dataset, so that a DataLoader can run it in workers."""
@@ -71,6 +75,22 @@ def cache_key(dataset: TwoStageDataset, key: str | None = None) -> str:
     return f"{readable}-{digest}"
 
 
+def fingerprint(dataset: TwoStageDataset) -> str | None:
+    """A digest of the size and modification time of every file of ``dataset.sources()``
+    (None for a dataset without files, whose ``cache_key`` names all it is made from)."""
+    sources = getattr(dataset, "sources", None)
+    if sources is None:
+        return None
+    digest = hashlib.sha1()
+    for path in sources():
+        try:
+            info = os.stat(path)
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
 class DecodedCache(Dataset):
     """A dataset that serves ``finish(load(i))`` with ``load`` paid once per image.
 
@@ -90,12 +110,14 @@ class DecodedCache(Dataset):
                  num_workers: int | None = None, progress: bool = True, key: str | None = None):
         self.dataset = dataset
         self.path = None if directory is None else Path(directory) / cache_key(dataset, key)
-        if self.path is not None and _complete(self.path):
-            pixels, meta = _read(self.path)
+        made_from = fingerprint(dataset) if self.path is not None else None
+        found = _reuse(self.path, made_from) if self.path is not None else None
+        if found is not None:
+            pixels, meta = found
         else:
             pixels, meta = _fill(dataset, num_workers, progress)
             if self.path is not None:
-                _write(self.path, pixels, meta)
+                _write(self.path, pixels, {**meta, "fingerprint": made_from})
                 pixels, meta = _read(self.path)  # serve from the map: no second copy in RAM
         self.pixels = pixels                                   # (total,) uint8
         self.shapes: Tensor = meta["shapes"]                   # (N, 3) int64
@@ -162,9 +184,30 @@ def _complete(path: Path) -> bool:
     return path.with_suffix(".u8").is_file() and path.with_suffix(".pt").is_file()
 
 
+def _reuse(path: Path, made_from: str | None) -> tuple[Tensor, dict[str, Any]] | None:
+    """The cache at ``path`` if it is whole and made from the same files, else None (saying
+    why it will be decoded again)."""
+    if not _complete(path):
+        return None
+    try:
+        pixels, meta = _read(path)
+    except Exception as err:  # noqa: BLE001 - a cache that does not read is rebuilt
+        print(f"the image cache {path}.u8 is damaged ({err}): decoding the images again")
+        return None
+    if meta.get("fingerprint") != made_from:
+        print(f"the image cache {path}.u8 was made from files that have changed since (an "
+              "image or annotation replaced, added or removed): decoding the images again")
+        return None
+    return pixels, meta
+
+
 def _write(path: Path, pixels: Tensor, meta: dict[str, Any]) -> None:
     """Write pixels then metadata, each to a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f"{path.name}.*.*.tmp"):   # from a killed write
+        pid = leftover.name.split(".")[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
     for suffix, write in ((".u8", lambda f: f.write(pixels.numpy().tobytes())),
                           (".pt", lambda f: torch.save(meta, f))):
         final = path.with_suffix(suffix)
@@ -176,12 +219,21 @@ def _write(path: Path, pixels: Tensor, meta: dict[str, Any]) -> None:
         os.replace(tmp, final)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _read(path: Path) -> tuple[Tensor, dict[str, Any]]:
     meta = torch.load(path.with_suffix(".pt"), weights_only=True)
     total = int((meta["shapes"].prod(dim=1)).sum()) if len(meta["shapes"]) else 0
     if path.with_suffix(".u8").stat().st_size != total:
-        raise RuntimeError(f"the image cache {path}.u8 does not match its index {path}.pt "
-                           "(an interrupted write of an older version?): delete both files")
+        raise RuntimeError(f"{path}.u8 does not match its index {path}.pt")
     if not total:
         return torch.empty(0, dtype=torch.uint8), meta
     # Copy-on-write map: writable for torch (no warning), the file itself is never changed.

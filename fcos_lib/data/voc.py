@@ -134,6 +134,13 @@ class VOCDataset(torch.utils.data.Dataset):
                           f"{'difficult' if keep_difficult else 'nodifficult'}-"
                           f"{self.root.resolve()}-{','.join(self.class_names)}")
 
+    def sources(self) -> list[Path]:
+        """The files the samples are made from: the split file, each image and annotation
+        (a cache checks their sizes and times, :class:`fcos_lib.data.cache.DecodedCache`)."""
+        return [self.root / "ImageSets" / "Main" / f"{self.split}.txt"] + [
+            self.root / folder / f"{i}{suffix}" for i in self.ids
+            for folder, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".xml"))]
+
     def _read_annotation(self, image_id: str, index: dict[str, int]) -> Target:
         path = self.root / "Annotations" / f"{image_id}.xml"
         if not path.is_file():
