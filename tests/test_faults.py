@@ -325,3 +325,68 @@ def test_a_stop_that_comes_while_a_checkpoint_is_written_waits_for_it(tmp_path, 
     assert saves == [4, 8]                                # stopped after the whole save
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 8
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the handler put back
+
+
+def test_resuming_with_another_preset_names_both(tmp_path, capsys):
+    from fcos_lib.commands.train import main
+    from test_train import cli_settings
+
+    out = tmp_path / "run"
+    assert main(cli_settings(out, steps=4)[1:]) == 0
+    assert main(["--out", str(out), "--resume", "--preset", "voc2007-tiny", "--steps", "6",
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--preset voc2007-tiny" in err and "trained with --preset shapes" in err
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4            # untouched
+    assert main(["--out", str(out), "--resume", "--preset", "shapes", "--steps", "6",
+                 "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 6
+
+
+# ------------------------------------------------------------------ hostile archives
+
+
+def chained_links_tar(path, base):
+    """A tar whose links each stay inside, but whose second link, read through the first,
+    points above the folder; then a file written through it."""
+    import io
+    import tarfile
+
+    def member(name, kind=tarfile.REGTYPE, link="", data=b""):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.size = kind, link, len(data)
+        return info, io.BytesIO(data) if data else None
+
+    with tarfile.open(path, "w") as tar:
+        for info, data in (member("VOCdevkit", tarfile.DIRTYPE),
+                           member("VOCdevkit/d1", tarfile.DIRTYPE),
+                           member("VOCdevkit/d1/up", tarfile.SYMTYPE, ".."),
+                           member("VOCdevkit/d2", tarfile.DIRTYPE),
+                           member("VOCdevkit/d2/out", tarfile.SYMTYPE, "../d1/up/../.."),
+                           member("VOCdevkit/d2/out/evil.txt", data=b"owned")):
+            tar.addfile(info, data)
+
+
+def test_links_through_links_are_refused_without_pythons_filter(tmp_path, monkeypatch):
+    import tarfile
+
+    from fcos_lib.data.download import VOC2007_TRAINVAL, DownloadError, check_members, extract
+
+    bad = tmp_path / "bad.tar"
+    chained_links_tar(bad, tmp_path)
+    with tarfile.open(bad) as tar, pytest.raises(DownloadError, match="'VOCdevkit/d2/out'"):
+        check_members(tar.getmembers(), bad)
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)    # as on Python 3.10.0-3.10.11
+    root = tmp_path / "data" / "inner"
+    root.mkdir(parents=True)
+    with pytest.raises(DownloadError, match="refusing"):
+        extract(bad, root, VOC2007_TRAINVAL)
+    assert not (tmp_path / "data" / "evil.txt").exists()
+    assert not (tmp_path / "evil.txt").exists()
+    assert list(root.iterdir()) == []                              # no temporary folder left
+    # Links that stay inside, and files written through them, pass.
+    inside = [tarfile.TarInfo("VOCdevkit/VOC2007/JPEGImages"), tarfile.TarInfo("VOCdevkit/l"),
+              tarfile.TarInfo("VOCdevkit/l/a.jpg")]
+    inside[0].type = tarfile.DIRTYPE
+    inside[1].type, inside[1].linkname = tarfile.SYMTYPE, "VOC2007/JPEGImages"
+    check_members(inside, bad)

@@ -54,8 +54,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     checkpoint = Path(args.out) / "checkpoint.pt"
     if args.resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)["config"]["train"]
+        if args.preset is not None and args.preset != saved.get("preset"):
+            raise ValueError(f"--preset {args.preset}: the run in {args.out} was trained with "
+                             f"--preset {saved.get('preset')}; resume it without --preset (or "
+                             f"with --preset {saved.get('preset')}), or train {args.preset} in "
+                             "another --out folder")
         return config_with(saved, **{**overrides, "out": str(args.out)})
-    return get_preset(args.preset, out=str(args.out), **overrides)
+    return get_preset(args.preset or "shapes", out=str(args.out), **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fcos_lib train",
         description="Train an FCOS preset. Under torchrun, every process trains its share "
                     "of each batch (DistributedDataParallel); rank 0 logs and checkpoints.")
-    parser.add_argument("--preset", default="shapes", choices=sorted(TRAIN_PRESETS))
+    parser.add_argument("--preset", choices=sorted(TRAIN_PRESETS),
+                        help="the recipe (default shapes; when resuming, the run's own)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--resume", action="store_true",

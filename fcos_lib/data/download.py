@@ -224,12 +224,15 @@ def md5sum(path: Path, progress: bool = False) -> str:
 def check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
     """Refuse an archive whose members could write outside the folder it is extracted to.
 
-    Refused: absolute names, names with ``..``, symbolic or hard links that point out of the
-    folder (or to an absolute path), and device files or pipes.
+    Refused: absolute names, names with ``..``, device files and pipes, and links whose target
+    leaves the folder, every path followed through the links the archive made before it (a
+    link to a link to ``..`` is caught too). This check stands on its own: Python's
+    extraction filter, which ``extract`` adds where it exists, is a second line.
 
     Raises:
         DownloadError: naming the first bad member.
     """
+    links: dict[PurePosixPath, PurePosixPath] = {}   # link (resolved) -> its target
     for m in members:
         name = PurePosixPath(m.name)
         problem = None
@@ -238,27 +241,56 @@ def check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
             problem = "an absolute path"
         elif ".." in name.parts:
             problem = "a '..' in its path"
-        elif m.issym() or m.islnk():
-            target = PurePosixPath(m.linkname)
-            resolved = (name.parent / target) if m.issym() else target
-            if target.is_absolute() or _escapes(resolved):
-                problem = f"a link to {m.linkname!r}, outside the archive's folder"
-        elif not (m.isfile() or m.isdir()):
+        elif not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
             problem = "a device file or pipe"
+        else:
+            parent = _resolve(name.parent, links)
+            if parent is None:
+                problem = "a path that goes through a link outside the archive's folder"
+            elif m.issym() or m.islnk():
+                target = PurePosixPath(m.linkname)
+                # A symbolic link is read from its folder, a hard link from the top.
+                end = None if target.is_absolute() else _resolve(
+                    (PurePosixPath(*parent) if m.issym() else PurePosixPath()) / target, links)
+                if end is None:
+                    problem = f"a link to {m.linkname!r}, outside the archive's folder"
+                elif m.issym():
+                    links[PurePosixPath(*parent, name.name)] = PurePosixPath(*end)
         if problem:
             raise DownloadError(
                 f"refusing to extract {archive}: member {m.name!r} has {problem}. The file is "
                 f"not a genuine VOC archive: delete it and download again.")
 
 
-def _escapes(path: PurePosixPath) -> bool:
-    """True when a relative path climbs above its starting folder."""
-    depth = 0
+def _resolve(path: PurePosixPath, links: dict[PurePosixPath, PurePosixPath],
+             depth: int = 0) -> list[str] | None:
+    """The parts of ``path`` (relative to the extraction folder) with each link of ``links``
+    on the way followed; None when it climbs above the folder (or links loop).
+
+    >>> _resolve(PurePosixPath("a/l/x"), {PurePosixPath("a/l"): PurePosixPath("b")})
+    ['b', 'x']
+    >>> _resolve(PurePosixPath("a/../.."), {}) is None
+    True
+    """
+    parts: list[str] = []
     for part in path.parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
-        if depth < 0:
-            return True
-    return False
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+        here = PurePosixPath(*parts)
+        if here in links:
+            if depth > 40:
+                return None
+            followed = _resolve(links[here], links, depth + 1)
+            if followed is None:
+                return None
+            parts = followed
+    return parts
 
 
 def extract(path: Path, root: Path, archive: Archive) -> Path:
