@@ -68,12 +68,53 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see old or new, never half
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see old or new, never half
+    except BaseException:      # a full disk, an interrupt: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _available(device: torch.device) -> bool:
+    """Whether tensors can be placed on ``device`` here."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return mps is not None and mps.is_available()
+    return True
+
+
+def _explain(err: BaseException, path: Path, device: torch.device | None) -> str:
+    """What went wrong in ``torch.load``, and what to do: only a damaged file is to delete."""
+    text = str(err)
+    size = f"{path.stat().st_size / 2**20:.0f} MB"
+    if isinstance(err, PermissionError):
+        return f"cannot read {path}: permission denied (check the file's owner and mode)"
+    if isinstance(err, MemoryError) or "out of memory" in text.lower():
+        return (f"not enough memory to load {path} ({size}) on {device or 'the CPU'}: free "
+                "memory (close other notebooks or runs) or load it on the CPU (--device cpu)")
+    if "maximum supported version" in text or "installation may be too old" in text:
+        return (f"{path} was written by a newer PyTorch than this one ({torch.__version__}): "
+                "upgrade torch (pip install -U torch) to read it; the file itself is fine")
+    if "deserialize object on a CUDA device" in text or "device not recognized" in text:
+        return (f"{path} asks for a device that is not here ({device}): load it on the CPU "
+                "(--device cpu, map_location='cpu')")
+    if (isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text
+            and zipfile.is_zipfile(path)):      # torch.save's format, with more than tensors
+        # torch's own message advises weights_only=False, which would run code from an
+        # untrusted file: it is left out.
+        return (f"{path} holds Python objects besides tensors, which a safe load refuses: it "
+                "is not a checkpoint that fcos_lib wrote; point to a run's checkpoint.pt")
+    return (f"{path} is not a readable checkpoint: corrupt, truncated or not written by fcos_lib "
+            f"({type(err).__name__} in torch.load). If it is a run's checkpoint.pt, it was "
+            "damaged after it was written (a copy cut short?): copy it again, or train again "
+            "(python -m fcos_lib train ...); else point to another file")
 
 
 def load_checkpoint(path: str | os.PathLike,
@@ -85,25 +126,26 @@ def load_checkpoint(path: str | os.PathLike,
         map_location: where its tensors go (default: the CPU).
 
     Raises:
-        CheckpointError: the file is missing, truncated, or not a training checkpoint.
+        CheckpointError: the file is missing, damaged or not a training checkpoint, the
+            device is not here, memory is short, or the file is from a newer PyTorch; the
+            message says which, and what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train one first "
                               "(python -m fcos_lib train --preset shapes --out DIR)")
+    device = torch.device(map_location) if map_location is not None else None
+    if device is not None and not _available(device):
+        raise CheckpointError(f"cannot load {path} on {device}: there is no such device here "
+                              "(load it on the CPU: --device cpu, map_location='cpu')")
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol warning precedes the error
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             state = torch.load(path, map_location=map_location, weights_only=True)
     # What torch's unpicklers raise on bytes that are not a checkpoint.
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as err:
-        # torch's own message advises weights_only=False, which would run code from an
-        # untrusted file: name the error type only, and leave torch's message out.
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint: corrupt, truncated or not written by "
-            f"fcos_lib ({type(err).__name__} in torch.load); delete it or re-create it by "
-            "training again (python -m fcos_lib train ...), or point to another file") from None
+            zipfile.BadZipFile, MemoryError, OSError) as err:
+        raise CheckpointError(_explain(err, path, device)) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not an fcos_lib training checkpoint "
                               f"(it needs the keys {REQUIRED_KEYS})")

@@ -217,8 +217,23 @@ class TrainConfig:
         self.lr = number("lr", self.lr, 0.0, low_open=True, hint="e.g. lr=0.01")
         for name, allowed in TRAIN_CHOICES.items():
             one_of(name, getattr(self, name), allowed)
+        self.gamma = number("gamma", self.gamma, 0.0, low_open=True, hint="e.g. gamma=0.1")
+        for name, high in (("momentum", 1.0), ("weight_decay", None), ("warmup_factor", 1.0)):
+            setattr(self, name, number(name, getattr(self, name), 0.0, high))
+        if self.clip_grad_norm is not None:
+            self.clip_grad_norm = number("clip_grad_norm", self.clip_grad_norm, 0.0,
+                                         low_open=True, hint="or None for no clipping")
+        for name in ("dataset_kwargs", "model"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be a dict of "
+                                 f"settings, e.g. {name}={{}}")
+        if not isinstance(self.milestones, (list, tuple)):
+            raise ValueError(f"milestones={self.milestones!r}: must be a list of fractions "
+                             "of steps, e.g. milestones=(0.6, 0.9)")
         # A checkpoint stores the milestones as a list: one type, so that resume compares.
         self.milestones = tuple(number("milestones", m, 0.0, 1.0) for m in self.milestones)
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones={self.milestones}: must rise, e.g. (0.6, 0.9)")
 
 
 # The settings of a run that take one of a few words.

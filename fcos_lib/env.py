@@ -78,21 +78,23 @@ def runs_dir() -> Path:
     return _base() / "runs"
 
 
-def find_run(name: str) -> Path:
-    """The checkpoint of the run ``name`` in :func:`runs_dir` (``name-quick`` in quick mode).
+def find_run(*names: str) -> Path:
+    """The checkpoint of the first of the runs ``names`` that exists in :func:`runs_dir`
+    (``name-quick`` in quick mode).
 
     Raises:
-        FileNotFoundError: there is none; the message names the folder looked in and what to do.
+        FileNotFoundError: there is none; the message names the folders looked in and what
+            to do.
     """
-    folder = runs_dir() / pick(name, f"{name}-quick")
-    checkpoint = folder / "checkpoint.pt"
-    if not checkpoint.is_file():
-        where = "on your Google Drive " if on_colab() else ""
-        raise FileNotFoundError(
-            f"no trained run in {folder} {where}(looked for {checkpoint.name}): run the notebook "
-            f"that trains it (06) first, or set the environment variable {RUNS_ENV} to the "
-            "folder that holds your runs")
-    return checkpoint
+    folders = [runs_dir() / pick(name, f"{name}-quick") for name in names]
+    for folder in folders:
+        if (folder / "checkpoint.pt").is_file():
+            return folder / "checkpoint.pt"
+    where = "on your Google Drive " if on_colab() else ""
+    raise FileNotFoundError(
+        f"no trained run in {' or '.join(map(str, folders))} {where}(looked for checkpoint.pt): "
+        f"run the notebook that trains it (06) first, or set the environment variable "
+        f"{RUNS_ENV} to the folder that holds your runs")
 
 
 def data_dir() -> Path:
@@ -102,9 +104,25 @@ def data_dir() -> Path:
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """The best device here: ``prefer`` if given, else cuda, then mps, then cpu."""
+    """The best device here: ``prefer`` if given, else cuda, then mps, then cpu.
+
+    Raises:
+        ValueError: ``prefer`` names no device, or one that is not here.
+    """
     if prefer:
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError:
+            raise ValueError(f"device={prefer!r} is not a device: use cpu, cuda, cuda:1, "
+                             "mps") from None
+        if device.type == "cuda" and not (torch.cuda.is_available() and
+                                          (device.index or 0) < torch.cuda.device_count()):
+            raise ValueError(f"device={prefer!r}, but there is no such CUDA GPU here: use cpu"
+                             + (" (or switch the Colab runtime to a GPU)" if on_colab() else ""))
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise ValueError(f"device={prefer!r}, but there is no Apple GPU here: use cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "process_alive"]
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -31,3 +31,19 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine): whether its temporary files are still
+    being written, or are leftovers of a process that was killed.
+
+    >>> process_alive(os.getpid())
+    True
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # it exists, but belongs to someone else
+        return True
+    return True

@@ -120,7 +120,8 @@ def pad_targets(targets: Sequence[dict[str, Tensor]], num_classes: int,
         label -1 and box (0, 0, 0, 0).
 
     Raises:
-        ValueError: on a wrong shape, a label out of range or a box with x2 <= x1 or y2 <= y1.
+        ValueError: on a wrong shape, labels that are not integers or out of range, or a
+            box that is not finite or has x2 <= x1 or y2 <= y1.
     """
     if len(targets) == 0:
         raise ValueError("targets is empty: pass one dict per image of the batch")
@@ -129,6 +130,9 @@ def pad_targets(targets: Sequence[dict[str, Tensor]], num_classes: int,
         if b.dim() != 2 or b.shape[-1] != 4 or lab.shape != b.shape[:1]:
             raise ValueError(f"image {i}: expected boxes (N, 4) and labels (N,), got boxes "
                              f"{tuple(b.shape)} and labels {tuple(lab.shape)}")
+        if lab.is_floating_point() or lab.dtype == torch.bool:
+            raise ValueError(f"image {i}: labels are {lab.dtype}; pass class indices as "
+                             "integers (torch.int64)")
     device = torch.device(device or targets[0]["boxes"].device)
     boxes = _pad([t["boxes"] for t in targets], torch.float32, device, 0.0)   # (B, M, 4)
     labels = _pad([t["labels"] for t in targets], torch.int64, device, -1)    # (B, M)
@@ -139,6 +143,11 @@ def pad_targets(targets: Sequence[dict[str, Tensor]], num_classes: int,
         i, m = bad_label.nonzero()[0].tolist()
         raise ValueError(f"image {i}, box {m}: label {labels[i, m].item()} is outside "
                          f"[0, {num_classes}); labels are class indices, no background class")
+    broken = ~torch.isfinite(boxes).all(dim=-1) & real
+    if broken.any():
+        i, m = broken.nonzero()[0].tolist()
+        raise ValueError(f"image {i}, box {m}: {boxes[i, m].tolist()} is not finite (NaN or "
+                         "inf); fix or drop it before the loss")
     flat = (boxes[..., 2:] <= boxes[..., :2]).any(dim=-1) & real
     if flat.any():
         i, m = flat.nonzero()[0].tolist()

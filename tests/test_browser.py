@@ -62,8 +62,9 @@ def _train(runs: Path) -> Path:
     from fcos_lib.config import get_preset
     from fcos_lib.train import train
 
-    cfg = get_preset("shapes", out=str(runs / "notebook06-quick"), steps=300, image_size=64,
-                     batch_size=16, dataset_kwargs={"length": 64}, eval_images=16)
+    cfg = get_preset("shapes", out=str(runs / "notebook06-shapes-quick"), steps=300,
+                     image_size=64, batch_size=16, dataset_kwargs={"length": 64},
+                     eval_images=16)
     return train(cfg, progress=False)
 
 

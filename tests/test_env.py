@@ -89,3 +89,21 @@ def test_describe_device_tells_a_colab_user_how_to_get_a_gpu(fake_colab):
     from fcos_lib.env import describe_device
 
     assert "Change runtime type" in describe_device(torch.device("cpu"))
+
+
+def test_find_run_takes_the_first_of_several_runs_that_exists(tmp_path, monkeypatch):
+    """Notebook 06 writes one folder per preset; 07 prefers VOC's run, else the shapes one."""
+    monkeypatch.setenv("FCOS_RUNS", str(tmp_path))
+    names = ("notebook06-voc2007-tiny", "notebook06-shapes")
+    with pytest.raises(FileNotFoundError) as missing:
+        find_run(*names)
+    for name in names:
+        assert str(tmp_path / f"{name}-quick") in str(missing.value)
+    shapes = tmp_path / "notebook06-shapes-quick" / "checkpoint.pt"
+    shapes.parent.mkdir()
+    shapes.write_bytes(b"weights")
+    assert find_run(*names) == shapes
+    voc = tmp_path / "notebook06-voc2007-tiny-quick" / "checkpoint.pt"
+    voc.parent.mkdir()
+    voc.write_bytes(b"weights")
+    assert find_run(*names) == voc

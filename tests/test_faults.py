@@ -111,7 +111,7 @@ def test_the_advice_after_a_non_finite_loss_works_as_written(tmp_path, monkeypat
     # The command line, as the message writes it.
     refused = cli("train", "--out", str(tmp_path / "copy"), "--resume", "--set", "lr=0.002",
                   "--no-progress")
-    assert refused.returncode == 1 and "--change-schedule" in refused.stderr
+    assert refused.returncode == 2 and "--change-schedule" in refused.stderr
     done = cli("train", "--out", str(tmp_path / "copy"), "--resume", "--change-schedule",
                "--set", "lr=0.002", "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -334,7 +334,7 @@ def test_resuming_with_another_preset_names_both(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(cli_settings(out, steps=4)[1:]) == 0
     assert main(["--out", str(out), "--resume", "--preset", "voc2007-tiny", "--steps", "6",
-                 "--no-progress"]) == 1
+                 "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--preset voc2007-tiny" in err and "trained with --preset shapes" in err
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4            # untouched
@@ -390,3 +390,249 @@ def test_links_through_links_are_refused_without_pythons_filter(tmp_path, monkey
     inside[0].type = tarfile.DIRTYPE
     inside[1].type, inside[1].linkname = tarfile.SYMTYPE, "VOC2007/JPEGImages"
     check_members(inside, bad)
+
+
+# ------------------------------------------------------------------ what torch.load says
+
+
+class NotATensor:
+    """An object a safe load refuses."""
+
+
+@pytest.mark.parametrize("case", ["cuda", "mps", "memory", "newer torch", "objects",
+                                  "truncated"])
+def test_a_checkpoint_that_does_not_load_is_named_for_what_went_wrong(checkpoint, tmp_path,
+                                                                      monkeypatch, case):
+    from fcos_lib.checkpoint import CheckpointError, load_checkpoint
+    from fcos_lib.model import FCOS
+
+    path, where = tmp_path / "checkpoint.pt", "cpu"
+    path.write_bytes(checkpoint.read_bytes())
+    expected = {"cuda": "no such device here.*--device cpu",
+                "mps": "no such device here.*--device cpu",
+                "memory": "not enough memory to load .* MB",
+                "newer torch": "newer PyTorch than this one.*the file itself is fine",
+                "objects": "holds Python objects besides tensors",
+                "truncated": "corrupt, truncated.*copy it again"}[case]
+    if case in ("cuda", "mps"):
+        if torch.cuda.is_available() or (case == "mps" and torch.backends.mps.is_available()):
+            pytest.skip(f"{case} is here")
+        where = case
+    elif case == "memory":
+        def full(*args, **kwargs):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        monkeypatch.setattr(torch, "load", full)
+    elif case == "newer torch":
+        def newer(*args, **kwargs):
+            raise RuntimeError("Attempted to read a PyTorch file with version 20, but the maximum "
+                               "supported version for reading is 6. The version of your PyTorch "
+                               "installation may be too old.")
+        monkeypatch.setattr(torch, "load", newer)
+    elif case == "objects":
+        torch.save({"model": NotATensor()}, path)
+    else:
+        path.write_bytes(checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=expected) as error:
+        FCOS.from_checkpoint(path, where)
+    message = str(error.value)
+    assert "weights_only" not in message
+    if case != "truncated":                           # only a damaged file is to replace
+        assert "delete" not in message and "copy it again" not in message
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path, where)
+
+
+# ------------------------------------------------------------------ bad annotations, bad targets
+
+
+def test_invalid_annotations_are_named_counted_and_dropped(tmp_path, capsys):
+    from fcos_lib.data.voc import VOCDataset
+    from vocfake import make_voc_tree
+
+    tree = make_voc_tree(tmp_path)
+    xml = tree / "Annotations" / "000001.xml"
+    text = xml.read_text()
+    xml.write_text(text.replace("<xmin>11</xmin>", "<xmin>nan</xmin>", 1)
+                   .replace("<xmin>1</xmin><ymin>1</ymin><xmax>60</xmax>",
+                            "<xmin>61</xmin><ymin>1</ymin><xmax>60</xmax>", 1))
+    data = VOCDataset(tree, "trainval", keep_difficult=True)
+    err = capsys.readouterr().err
+    assert "2 object(s) dropped" in err and "000001.xml: dog [nan" in err
+    assert len(data.invalid) == 2 and "car [61.0, 1.0, 60.0, 40.0]" in data.invalid[1]
+    assert data.annotations[0]["labels"].tolist() == [data.class_names.index("person")]
+    assert VOCDataset(tree, "val").invalid == []                  # other files: untouched
+    assert capsys.readouterr().err == ""
+    xml.write_text(text.replace("<width>60</width>", "<width>sixty</width>"))
+    with pytest.raises(ValueError, match="000001.xml: <size> has width 'sixty'"):
+        VOCDataset(tree, "trainval")
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"boxes": torch.tensor([[1.0, 2, float("nan"), 9]]), "labels": torch.tensor([0])},
+     "image 0, box 0: .* is not finite"),
+    ({"boxes": torch.tensor([[1.0, 2, float("inf"), 9]]), "labels": torch.tensor([0])},
+     "is not finite"),
+    ({"boxes": torch.tensor([[1.0, 2, 20, 9]]), "labels": torch.tensor([0.0])},
+     "image 0: labels are torch.float32; pass class indices as integers"),
+])
+def test_the_model_refuses_targets_that_are_not_boxes_and_classes(target, message):
+    from fcos_lib.model import FCOS
+
+    with pytest.raises(ValueError, match=message):
+        FCOS(3)(torch.zeros(1, 3, 64, 64), [target])
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.mark.parametrize("settings, says", [
+    (["--set", "gamma=-1"], "gamma=-1: must be a number > 0"),
+    (["--set", "milestones=0.5"], "milestones=0.5: must be a list of fractions"),
+    (["--set", "milestones=(0.9, 0.6)"], "milestones=(0.9, 0.6): must rise"),
+    (["--set", "dataset_kwargs={'bogus': 1}"], "dataset_kwargs ['bogus'] are not arguments"),
+    (["--set", "momentum=1.5"], "momentum=1.5: must be a number in [0, 1]"),
+    (["--set", "clip_grad_norm=0"], "clip_grad_norm=0: must be a number > 0"),
+    (["--set", "device=cuda:7"], "no such CUDA GPU here: use cpu"),
+    (["--set", "device=gpu"], "device='gpu' is not a device"),
+    (["--preset", "voc2007-tiny", "--set", "dataset_kwargs={'root': 'nowhere'}"],
+     "VOC 2007 (train) is not in nowhere"),
+])
+def test_train_refuses_bad_settings_in_one_line_before_it_starts(tmp_path, settings, says):
+    done = cli("train", "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
+               *settings)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import fcos_lib.checkpoint as checkpoint_module
+    from fcos_lib.commands.train import main
+    from test_train import cli_settings
+
+    out = tmp_path / "run"
+    assert main(cli_settings(out, steps=4)[1:]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    real = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", str(f.name))
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    assert main(["--out", str(out), "--resume", "--steps", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No space left on device") and "--resume" in err
+    monkeypatch.setattr(checkpoint_module.torch, "save", real)
+    assert (out / "checkpoint.pt").read_bytes() == before               # intact
+    assert sorted(p.name for p in out.iterdir() if "tmp" in p.name) == []   # no half file
+
+
+def test_an_image_too_large_to_decode_is_named_not_called_a_broken_download(tmp_path,
+                                                                            monkeypatch):
+    from PIL import Image
+
+    from fcos_lib.data.voc import VOCDataset
+    from vocfake import make_voc_tree
+
+    data = VOCDataset(make_voc_tree(tmp_path), "trainval", image_size=32)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)        # 60 x 40 is now "huge"
+    with pytest.raises(RuntimeError, match="000001.jpg is too large to decode safely.*shrink"):
+        data.load(0)
+
+
+def test_a_killed_extractions_leftover_is_removed_on_the_next_run(tmp_path, archive_bytes,
+                                                                    capsys):
+    from fcos_lib.data.download import VOC2007_TRAINVAL, extract
+
+    data, _ = archive_bytes
+    root = tmp_path / "data"
+    root.mkdir()
+    tar = root / VOC2007_TRAINVAL.filename
+    tar.write_bytes(data)
+    dead = root / f".{VOC2007_TRAINVAL.filename}.999999999.abc123.extract"   # killed, big
+    (dead / "VOCdevkit" / "VOC2007").mkdir(parents=True)
+    (dead / "VOCdevkit" / "VOC2007" / "big.jpg").write_bytes(b"\0" * 3 * 2**20)
+    alive = root / f".{VOC2007_TRAINVAL.filename}.{__import__('os').getpid()}.x.extract"
+    alive.mkdir()                                                 # another run, still going
+    extract(tar, root, VOC2007_TRAINVAL)
+    assert not dead.exists() and alive.exists()
+    assert "(3 MB), left by an extraction that was killed" in capsys.readouterr().out
+    assert (root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000001.jpg").is_file()
+
+
+@pytest.fixture
+def archive_bytes(tmp_path):
+    from vocfake import make_voc_tar, make_voc_tree
+
+    base = tmp_path / "src"
+    make_voc_tree(base)
+    path = tmp_path / "v.tar"
+    md5 = make_voc_tar(base, path)
+    return path.read_bytes(), md5
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_device_that_is_not_here_is_one_line(checkpoint, tmp_path, capsys, command):
+    from fcos_lib.commands import main
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    photo = tmp_path / "a.png"
+    __import__("PIL.Image").Image.new("RGB", (40, 30)).save(photo)
+    where = [str(photo)] if command == "predict" else ["--dataset", "shapes"]
+    assert main([command, "--checkpoint", str(checkpoint), "--device", "cuda:7", *where]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device='cuda:7', but there is no such CUDA GPU here")
+
+
+def test_a_full_disk_during_the_download_says_so_once_and_keeps_the_bytes(tmp_path,
+                                                                           archive_bytes,
+                                                                           monkeypatch):
+    """Not ten retries and 'could not download': the disk is the problem, and what was
+    received is resumed once there is room."""
+    import builtins
+    import errno
+
+    import fcos_lib.data.download as download
+    from fcos_lib.data.download import DownloadError, download_voc2007
+    from vocfake import FileServer
+
+    data, md5 = archive_bytes
+    writes = []
+
+    class FullAfter:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, chunk):
+            writes.append(len(chunk))
+            if sum(writes) > 2000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(chunk)
+
+    def small_disk(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return FullAfter(f) if str(path).endswith(".part") and "b" in mode and (
+            "w" in mode or "a" in mode) else f
+
+    monkeypatch.setattr(download, "CHUNK", 1000)
+    monkeypatch.setattr(download, "open", small_disk, raising=False)
+    root = tmp_path / "data"
+    with FileServer({"/v.tar": data}) as server:
+        with pytest.raises(DownloadError, match="No space left on device.*free"):
+            download_voc2007(root, url=server.url("/v.tar"), md5=md5, progress=False)
+        assert len(server.requests) == 1                              # not retried
+        part = next(root.glob("*.part"))
+        assert part.stat().st_size == 2000                            # kept
+        monkeypatch.setattr(download, "open", builtins.open)          # room again
+        download_voc2007(root, url=server.url("/v.tar"), md5=md5, progress=False)
+    assert (root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000001.jpg").is_file()

@@ -209,8 +209,8 @@ def test_predict_command_reports_a_corrupt_checkpoint(checkpoint, tmp_path, caps
     else:
         data = checkpoint.read_bytes()
         bad.write_bytes(data[:len(data) // 2])
-    with pytest.raises(CheckpointError, match="not a readable checkpoint.*delete it or "
-                                              "re-create it") as error:
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*copy it again, or "
+                                              "train again") as error:
         load_checkpoint(bad)
     assert "weights_only" not in str(error.value)
     (tmp_path / "a.png").write_bytes(b"")

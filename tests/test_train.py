@@ -422,11 +422,11 @@ def test_cli_errors_are_one_line_not_a_traceback(tmp_path):
 
     train(tiny_config(tmp_path / "run", steps=2, checkpoint_every=2), progress=False)
     unknown = cli("train", "--out", str(tmp_path / "run"), "--resume", "--set", "lrr=1")
-    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "error: unknown setting(s) ['lrr']" in unknown.stderr
     changed = cli("train", "--out", str(tmp_path / "run"), "--resume", "--set", "batch_size=2")
-    assert changed.returncode == 1 and "Traceback" not in changed.stderr
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
     assert "batch_size: 4 in the checkpoint, 2 now" in changed.stderr
     demo = cli("demo", "--out", str(tmp_path / "demo"), "--steps", "0")
-    assert demo.returncode == 1 and "Traceback" not in demo.stderr
+    assert demo.returncode == 2 and "Traceback" not in demo.stderr
     assert "error: steps=0: must be a whole number >= 1" in demo.stderr

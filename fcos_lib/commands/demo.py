@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (NonFiniteLossError, CheckpointError, ValueError) as err:
-        return error(err, 1)
+        return error(err)
     verdict = "reached" if m["reached_target"] else "BELOW"
     print(f"mAP@0.5 on {m['val_images']} validation images: {m['map50']:.3f} ({verdict} the "
           f"target {TARGET_MAP50}); {m['steps']} steps in {m['train_seconds']:.0f} s of "

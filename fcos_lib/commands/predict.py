@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error(f"no such checkpoint: {args.checkpoint}")
     try:
         model, config = load_trained(args)
-    except CheckpointError as err:
+    except (CheckpointError, ValueError) as err:       # a broken file, a device not here
         return error(err)
     size, names = config["train"]["image_size"], list(config["class_names"])
     out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ Examples::
         --set model.fpn_channels=32
     torchrun --nproc_per_node=2 -m fcos_lib train --preset voc2007-tiny --out runs/voc
 
-Exit status: 0 done, 1 the run stopped on an error (message on stderr), 130 interrupted
-(Ctrl-C), 143 terminated (SIGTERM); after either, a checkpoint of the last finished step.
+Exit status: 0 done, 2 an error (one line on stderr: a setting, missing data, no such
+device, a full disk, a non-finite loss...), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM); after either of the last two, a checkpoint of the last finished step.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from typing import Any
 from fcos_lib.checkpoint import CheckpointError, load_checkpoint
 from fcos_lib.commands._common import error
 from fcos_lib.config import TRAIN_PRESETS, TrainConfig, config_with, get_preset
+from fcos_lib.data import DownloadError, check_dataset_arguments
+from fcos_lib.env import pick_device
 from fcos_lib.runlog import read_metrics
 from fcos_lib.train import train
 from fcos_lib.trainer import NonFiniteLossError, Terminated
@@ -59,8 +62,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                              f"--preset {saved.get('preset')}; resume it without --preset (or "
                              f"with --preset {saved.get('preset')}), or train {args.preset} in "
                              "another --out folder")
-        return config_with(saved, **{**overrides, "out": str(args.out)})
-    return get_preset(args.preset or "shapes", out=str(args.out), **overrides)
+        cfg = config_with(saved, **{**overrides, "out": str(args.out)})
+    else:
+        cfg = get_preset(args.preset or "shapes", out=str(args.out), **overrides)
+    check_dataset_arguments(cfg.dataset, cfg.dataset_kwargs)   # refused now, not mid-run
+    pick_device(cfg.device)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     except KeyboardInterrupt:
         return 130
-    except (NonFiniteLossError, CheckpointError, FileExistsError, ValueError) as err:
-        return error(err, 1)
+    except (NonFiniteLossError, CheckpointError, FileExistsError, FileNotFoundError,
+            ValueError, DownloadError) as err:
+        return error(err)
+    except OSError as err:          # a full disk, a folder that cannot be written...
+        return error(f"{err.strerror or err} ({err.filename or 'writing the run'}): free space "
+                     "or choose another --out folder; the last checkpoint is intact, resume "
+                     "with --resume")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone reports
         records = read_metrics(cfg.out)
         maps = [r["map50"] for r in records if "map50" in r]

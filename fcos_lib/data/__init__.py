@@ -18,9 +18,26 @@ from fcos_lib.data.voc import VOC_CLASSES, VOC2007DetectionTiny, VOCDataset, par
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "collate", "denormalize", "normalize",
            "resize_and_center_crop", "random_horizontal_flip", "ShapesDataset", "SHAPE_CLASSES",
            "VOCDataset", "VOC2007DetectionTiny", "VOC_CLASSES", "parse_voc_xml",
-           "download_voc2007", "DownloadError", "build_dataset", "DATASETS"]
+           "download_voc2007", "DownloadError", "build_dataset", "check_dataset_arguments",
+           "DATASETS"]
 
 DATASETS = ("shapes", "voc2007-tiny")
+
+
+def check_dataset_arguments(name: str, kwargs: dict) -> None:
+    """Refuse an unknown dataset, or arguments its class does not take, naming the ones it
+    does (``split`` and ``image_size`` come from the run)."""
+    import inspect
+
+    classes = {"shapes": ShapesDataset, "voc2007-tiny": VOC2007DetectionTiny}
+    if name not in classes:
+        raise ValueError(f"dataset={name!r}: choose one of {DATASETS}")
+    taken = [p for p in inspect.signature(classes[name]).parameters
+             if p not in ("self", "split", "image_size")]
+    unknown = sorted(set(kwargs) - set(taken))
+    if unknown:
+        raise ValueError(f"dataset_kwargs {unknown} are not arguments of the {name} dataset; "
+                         f"it takes {taken}")
 
 
 def build_dataset(name: str, split: str, image_size: int = 224, **kwargs):
@@ -32,9 +49,11 @@ def build_dataset(name: str, split: str, image_size: int = 224, **kwargs):
         split: ``"train"`` (random flips) or ``"val"``; VOC also has ``"trainval"``, ``"test"``.
         image_size: side of the square images, pixels.
         **kwargs: passed on to the dataset (``length``, ``seed``, ``root``, ``download``, ...).
+
+    Raises:
+        ValueError: an unknown dataset or argument (:func:`check_dataset_arguments`).
     """
+    check_dataset_arguments(name, kwargs)
     if name == "shapes":
         return ShapesDataset(split, image_size=image_size, **kwargs)
-    if name == "voc2007-tiny":
-        return VOC2007DetectionTiny(split=split, image_size=image_size, **kwargs)
-    raise ValueError(f"dataset={name!r}: choose one of {DATASETS}")
+    return VOC2007DetectionTiny(split=split, image_size=image_size, **kwargs)

@@ -30,6 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fcos_lib.files import process_alive
+
 
 class TwoStageDataset(Protocol):
     """What :class:`DecodedCache` needs from a dataset."""
@@ -206,7 +208,7 @@ def _write(path: Path, pixels: Tensor, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in path.parent.glob(f"{path.name}.*.*.tmp"):   # from a killed write
         pid = leftover.name.split(".")[-2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
     for suffix, write in ((".u8", lambda f: f.write(pixels.numpy().tobytes())),
                           (".pt", lambda f: torch.save(meta, f))):
@@ -217,16 +219,6 @@ def _write(path: Path, pixels: Tensor, meta: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _read(path: Path) -> tuple[Tensor, dict[str, Any]]:

@@ -21,6 +21,7 @@ the step it guards, so that one file shows everything a download can do to a dat
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
+
+from fcos_lib.files import process_alive
 
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
 ATTEMPTS_PER_MIRROR = 3
@@ -145,7 +148,15 @@ def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 
             except _RefusedError as err:
                 failures.append(f"{url}: {err}")
                 break
-            except (OSError, http.client.HTTPException, DownloadError) as err:
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                    raise DownloadError(      # no other mirror helps a full or locked disk
+                        f"cannot write {part} ({err.strerror}): free {archive.size_text} in "
+                        f"{root.resolve()} (or give another --root) and run the download "
+                        "again; the bytes received so far are kept and resumed") from None
+                failures.append(f"{url}: {err}")
+                continue
+            except (http.client.HTTPException, DownloadError) as err:
                 # A dropped connection keeps the part file: the next attempt resumes it.
                 failures.append(f"{url}: {err}")
                 continue
@@ -305,7 +316,15 @@ def extract(path: Path, root: Path, archive: Archive) -> Path:
         DownloadError: the archive is unreadable, unsafe, or has no ``VOCdevkit/VOC2007``.
     """
     destination = root / TREE
-    temp = Path(tempfile.mkdtemp(prefix=f".{archive.filename}.", suffix=".extract", dir=root))
+    for leftover in root.glob(f".{archive.filename}.*.extract"):   # a killed extraction's
+        pid = leftover.name[len(archive.filename) + 2:].split(".")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+            shutil.rmtree(leftover, ignore_errors=True)
+            print(f"removed {leftover} ({size / 2**20:.0f} MB), left by an extraction that "
+                  "was killed")
+    temp = Path(tempfile.mkdtemp(prefix=f".{archive.filename}.{os.getpid()}.",
+                                 suffix=".extract", dir=root))
     try:
         try:
             with tarfile.open(path) as tar:

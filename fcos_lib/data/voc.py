@@ -8,6 +8,7 @@ class name, a ``difficult`` flag and a ``bndbox`` in VOC's pixel coordinates (se
 from __future__ import annotations
 
 import os
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def voc_to_xyxy(boxes: Tensor) -> Tensor:
     """
     boxes = boxes.float()
     return torch.cat([boxes[:, :2] - 1, boxes[:, 2:]], dim=1)
+
+
+def voc_from_xyxy(box: Tensor) -> list[float]:
+    """One xyxy box back as VOC writes it, ``[xmin, ymin, xmax, ymax]`` (for messages)."""
+    x1, y1, x2, y2 = box.tolist()
+    return [x1 + 1, y1 + 1, x2, y2]
 
 
 def parse_voc_xml(path: str | os.PathLike) -> dict:
@@ -80,7 +87,12 @@ def parse_voc_xml(path: str | os.PathLike) -> dict:
     size = root.find("size")
     wh = None
     if size is not None and size.findtext("width") and size.findtext("height"):
-        wh = (int(float(size.findtext("width"))), int(float(size.findtext("height"))))
+        try:
+            wh = (int(float(size.findtext("width"))), int(float(size.findtext("height"))))
+        except (ValueError, OverflowError):
+            raise ValueError(f"{path}: <size> has width {size.findtext('width')!r} and height "
+                             f"{size.findtext('height')!r}, not whole numbers of pixels; fix "
+                             "them (or remove <size>: it is not needed)") from None
     return {"names": names,
             "boxes": voc_to_xyxy(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)),
             "difficult": torch.tensor(difficult, dtype=torch.bool),
@@ -127,7 +139,12 @@ class VOCDataset(torch.utils.data.Dataset):
         self.class_names = list(class_names or VOC_CLASSES)
         index = {name: i for i, name in enumerate(self.class_names)}
         self.ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        self.invalid: list[str] = []    # objects dropped for boxes that are no boxes
         self.annotations = [self._read_annotation(i, index) for i in self.ids]
+        if self.invalid:
+            print(f"{split_file}: {len(self.invalid)} object(s) dropped, their boxes NaN, "
+                  f"infinite or inverted (xmin > xmax or ymin > ymax); the first: "
+                  f"{self.invalid[0]} (all in .invalid)", file=sys.stderr)
         # Everything that changes a cached sample: pixels (folder, split, size) and targets
         # (class list, difficult objects); cache.cache_key hashes it into a file name.
         self.cache_key = (f"{self.key_name}-{split}-{image_size or 'orig'}px-"
@@ -153,8 +170,14 @@ class VOCDataset(torch.utils.data.Dataset):
                              "class_names=[...] with every class of your data")
         labels = torch.tensor([index[n] for n in ann["names"]], dtype=torch.int64)
         target = {"boxes": ann["boxes"], "labels": labels, "difficult": ann["difficult"]}
+        boxes = ann["boxes"]          # NaN, infinite or inverted: dropped, and counted
+        valid = (torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] > boxes[:, 0])
+                 & (boxes[:, 3] > boxes[:, 1]))
+        for k in (~valid).nonzero().flatten().tolist():
+            self.invalid.append(f"{path}: {ann['names'][k]} {voc_from_xyxy(boxes[k])}")
+        target = select_objects(target, valid)
         if not self.keep_difficult:
-            target = select_objects(target, ~ann["difficult"])
+            target = select_objects(target, ~target["difficult"])
             del target["difficult"]
         return target
 
@@ -172,6 +195,9 @@ class VOCDataset(torch.utils.data.Dataset):
         try:
             with Image.open(path) as file:
                 pixels = np.array(file.convert("RGB"))
+        except Image.DecompressionBombError as err:
+            raise RuntimeError(f"image {path} is too large to decode safely ({err}): shrink "
+                               "it, e.g. to 2000 pixels on its longer side") from None
         except OSError as err:  # missing, truncated or not an image
             raise RuntimeError(f"cannot read image {path} ({err}): is the download complete? "
                                "Delete the folder and download again") from None

@@ -202,12 +202,12 @@ def test_data_goes_to_the_working_folder_and_nothing_into_the_repository(played)
 
 def test_06_trains_onto_drive_and_07_evaluates_that_run(played, colab):
     train, evaluate = played["runs"]["06_train.ipynb"], played["runs"]["07_evaluate.ipynb"]
-    run = colab["cloud"] / "fcos-notebooks" / "runs" / "notebook06-quick"
+    run = colab["cloud"] / "fcos-notebooks" / "runs" / "notebook06-shapes-quick"
     assert (run / "checkpoint.pt").is_file() and (run / "metrics.jsonl").is_file()
     assert len(train["mounts"]) == 1 and len(evaluate["mounts"]) == 1
     assert not (train["content"] / "runs").exists() and not (evaluate["content"] / "runs").exists()
     mounted = Path(evaluate["mounts"][0]) / "MyDrive" / "fcos-notebooks" / "runs"
-    assert f"{mounted / 'notebook06-quick' / 'checkpoint.pt'}: step 20" in evaluate["text"]
+    assert f"{mounted / 'notebook06-shapes-quick' / 'checkpoint.pt'}: step 20" in evaluate["text"]
     assert "short shapes run" not in evaluate["text"]
     assert not (colab["cloud"] / "fcos-notebooks" / "runs" / "notebook07-quick").exists()
 
