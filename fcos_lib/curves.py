@@ -7,6 +7,7 @@ redraws in a notebook while it trains.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fcos_lib.evaluate import interpolated_precision
+from fcos_lib.files import write_atomic
 from fcos_lib.runlog import read_metrics
 from fcos_lib.viz import class_name
 
@@ -99,10 +101,10 @@ def save_loss_curve(out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig = plot_loss_curves(read_metrics(out))
-    path = Path(out) / "loss_curve.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    picture = io.BytesIO()
+    fig.savefig(picture, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return write_atomic(Path(out) / "loss_curve.png", picture.getvalue())
 
 
 class LiveLossPlot:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["write_atomic", "process_alive"]
+__all__ = ["write_atomic", "process_alive", "remove_leftovers"]
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -20,7 +20,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     ['a.txt']
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -47,3 +47,15 @@ def process_alive(pid: int) -> bool:
     except OSError:          # it exists, but belongs to someone else
         return True
     return True
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`write_atomic` left in ``folder`` when its
+    process was killed mid-write (those of running processes stay); return them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

@@ -169,6 +169,8 @@ class Trainer:
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             truncate_metrics(self.out, self.step)
+            # Half a checkpoint from a run killed while saving (one writer per folder).
+            self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
         if self.step >= self.cfg.steps:
             return self.path
         if self.info.active:

@@ -539,7 +539,7 @@ def test_an_image_too_large_to_decode_is_named_not_called_a_broken_download(tmp_
 
     data = VOCDataset(make_voc_tree(tmp_path), "trainval", image_size=32)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)        # 60 x 40 is now "huge"
-    with pytest.raises(RuntimeError, match="000001.jpg is too large to decode safely.*shrink"):
+    with pytest.raises(ValueError, match="000001.jpg is too large to decode safely.*shrink"):
         data.load(0)
 
 
@@ -636,3 +636,87 @@ def test_a_full_disk_during_the_download_says_so_once_and_keeps_the_bytes(tmp_pa
         monkeypatch.setattr(download, "open", builtins.open)          # room again
         download_voc2007(root, url=server.url("/v.tar"), md5=md5, progress=False)
     assert (root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000001.jpg").is_file()
+
+
+def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path):
+    """SIGKILL (nothing can be saved) three times at random moments, resuming after each:
+    every time a loadable checkpoint, no half file in the way, and at the end the weights of
+    a run never stopped."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_train import ROOT, assert_same_weights, cli_settings, weights
+
+    steps, rng = 40, random.Random(0)
+    straight = cli(*cli_settings(tmp_path / "straight", steps=steps))
+    assert straight.returncode == 0, straight.stderr
+    out, log = tmp_path / "killed", tmp_path / "killed" / "metrics.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    for round_ in range(3):
+        args = cli_settings(out, steps=steps) + (["--resume"] if round_ else [])
+        proc = subprocess.Popen([sys.executable, "-m", "fcos_lib", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines = (log.read_text().count("\n") if log.exists() else 0) + rng.randint(3, 9)
+        start = time.monotonic()
+        while not (log.exists() and log.read_text().count("\n") >= lines):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() - start < 120
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        state = load_checkpoint(out / "checkpoint.pt")               # whole, loadable
+        assert 0 < state["step"] < steps and finite(state)
+    done = cli("train", "--out", str(out), "--resume", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert not (out / "checkpoint.pt.tmp").exists()
+    assert_same_weights(weights(tmp_path / "straight" / "checkpoint.pt"),
+                        weights(out / "checkpoint.pt"))
+    from fcos_lib.runlog import read_metrics
+
+    assert [r["step"] for r in read_metrics(out) if "total" in r] == list(range(1, steps + 1))
+
+
+def test_a_broken_image_met_by_a_loader_worker_is_one_line(tmp_path):
+    """Missing or broken data found mid-run, in a DataLoader worker process: one line naming
+    the file, exit 2, not the worker's traceback."""
+    from vocfake import make_voc_tree
+
+    tree = make_voc_tree(tmp_path / "data")
+    (tree / "JPEGImages" / "000003.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    done = cli("train", "--preset", "voc2007-tiny", "--out", str(tmp_path / "run"), "--steps",
+               "2", "--no-progress", "--set", f"dataset_kwargs={{'root': '{tmp_path / 'data'}'}}",
+               "--set", "num_workers=2", "--set", "cache='none'", "--set", "batch_size=2",
+               "--set", "image_size=64", "--set", "model.pretrained=False")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: cannot read image ") and "000003.jpg" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_atomic_writes_leave_nothing_when_they_fail_and_leftovers_of_kills_go(tmp_path,
+                                                                           monkeypatch):
+    import os
+
+    from fcos_lib.files import remove_leftovers, write_atomic
+
+    write_atomic(tmp_path / "a.json", "old")
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(tmp_path / "a.json", "new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert (tmp_path / "a.json").read_text() == "old"
+    dead = tmp_path / ".x_boxes.png.999999999.tmp"                 # a killed predict's
+    alive = tmp_path / f".y_boxes.png.{os.getpid()}.tmp"            # one still writing
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"half")
+    assert remove_leftovers(tmp_path) == [dead] and alive.exists()

@@ -13,8 +13,14 @@ __all__ = ["error", "positive_int", "add_model_arguments", "load_trained"]
 
 
 def error(message: object, status: int = 2) -> int:
-    """Print ``error: message`` on stderr; return ``status`` for the command to exit with."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print ``error: message`` on stderr; return ``status`` for the command to exit with.
+    An error raised in a DataLoader worker comes wrapped in the worker's traceback: only its
+    own last line is printed."""
+    text = str(message)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    print(f"error: {text}", file=sys.stderr)
     return status
 
 

@@ -14,6 +14,7 @@ Running it again continues the run in ``--out`` (or just re-evaluates a finished
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from fcos_lib.config import get_preset
 from fcos_lib.data import collate
 from fcos_lib.env import pick_device
 from fcos_lib.evaluate import evaluate_model
+from fcos_lib.files import write_atomic
 from fcos_lib.model import FCOS
 from fcos_lib.train import build_datasets, train
 from fcos_lib.trainer import NonFiniteLossError
@@ -46,9 +48,10 @@ def draw_predictions(model: torch.nn.Module, dataset, path: Path, count: int = 8
         predictions = model.predict(images.to(device))
     fig = plot_detections_grid(images, [{k: v.cpu() for k, v in p.items()} for p in predictions],
                                targets, class_names=list(dataset.class_names))
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    picture = io.BytesIO()
+    fig.savefig(picture, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return write_atomic(path, picture.getvalue())
 
 
 def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: str | None = None,
@@ -83,7 +86,7 @@ def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: st
                "steps_per_s": round(state["step"] / seconds, 3) if seconds else None,
                "wall_seconds_this_call": round(wall, 1), "val_images": len(val_set),
                "device": str(where), "threads": torch.get_num_threads(), "preset": "shapes"}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     save_loss_curve(out)
     draw_predictions(model, val_set, out / "predictions.png")
     return metrics

@@ -10,6 +10,7 @@ from fcos_lib.checkpoint import CheckpointError
 from fcos_lib.commands._common import add_model_arguments, error, load_trained, positive_int
 from fcos_lib.data import build_dataset
 from fcos_lib.evaluate import METHODS, evaluate_model, format_table
+from fcos_lib.files import write_atomic
 
 
 def _iou_argument(text: str) -> float | str:
@@ -73,8 +74,6 @@ def _evaluate(args: argparse.Namespace) -> int:
                                 for c in result["num_gt"]}}
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(out)
+        write_atomic(out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}")
     return 0

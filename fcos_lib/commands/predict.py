@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fcos_lib.checkpoint import CheckpointError
 from fcos_lib.commands._common import add_model_arguments, error, load_trained
-from fcos_lib.files import write_atomic
+from fcos_lib.files import remove_leftovers, write_atomic
 from fcos_lib.photo import (as_coco_results, as_record, detect_photo, draw_photo, read_photo,
                             record_json)
 from fcos_lib.viz import png_bytes
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error(err)
     size, names = config["train"]["image_size"], list(config["class_names"])
     out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)                       # of a run killed while writing
     results, failed = [], []
     bar = tqdm(photos, desc="photos", unit="photo", disable=len(photos) < 2, file=sys.stderr)
     for number, (photo, name) in enumerate(zip(bar, names_out), 1):

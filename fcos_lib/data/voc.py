@@ -196,11 +196,12 @@ class VOCDataset(torch.utils.data.Dataset):
             with Image.open(path) as file:
                 pixels = np.array(file.convert("RGB"))
         except Image.DecompressionBombError as err:
-            raise RuntimeError(f"image {path} is too large to decode safely ({err}): shrink "
+            raise ValueError(f"image {path} is too large to decode safely ({err}): shrink "
                                "it, e.g. to 2000 pixels on its longer side") from None
         except OSError as err:  # missing, truncated or not an image
-            raise RuntimeError(f"cannot read image {path} ({err}): is the download complete? "
-                               "Delete the folder and download again") from None
+            raise ValueError(f"cannot read image {path} ({err}): the file is missing, cut "
+                             "short or no image; replace it (for VOC 2007: delete the VOCdevkit "
+                             "folder and download again)") from None
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
         target = {**self.annotations[index], "image_id": index}
         h, w = image.shape[-2:]
