@@ -27,6 +27,9 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:             # named for the file asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

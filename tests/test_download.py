@@ -197,7 +197,7 @@ def test_command_line(tmp_path, archive, capsys):
     with FileServer({"/v.tar": data}) as server:
         url = server.url("/v.tar")
         assert main(["voc2007", "--root", str(tmp_path / "bad"), "--url", url,
-                     "--md5", "f" * 32, "--quiet"]) == 1
+                     "--md5", "f" * 32, "--quiet"]) == 2
         assert "error:" in capsys.readouterr().err
         assert main(["voc2007", "--root", str(tmp_path / "ok"), "--url", url, "--md5", md5,
                      "--quiet"]) == 0
@@ -223,5 +223,5 @@ def test_command_line_bad_arguments_print_an_error_not_a_traceback(tmp_path):
             [sys.executable, "-m", "fcos_lib", "download", "voc2007", "--root",
              str(tmp_path / "data"), "--quiet", *option],
             capture_output=True, text=True, timeout=120)
-        assert done.returncode == 1 and done.stderr.startswith("error: ")
+        assert done.returncode == 2 and done.stderr.startswith("error: ")
         assert "Traceback" not in done.stderr

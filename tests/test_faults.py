@@ -720,3 +720,27 @@ def test_atomic_writes_leave_nothing_when_they_fail_and_leftovers_of_kills_go(tm
     dead.write_bytes(b"half")
     alive.write_bytes(b"half")
     assert remove_leftovers(tmp_path) == [dead] and alive.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["download", "voc2007", "--root", "{bad}"],
+    ["demo", "--out", "{bad}", "--steps", "2"],
+    ["evaluate", "--checkpoint", "{checkpoint}", "--dataset", "shapes", "--out",
+     "{bad}/table.json"],
+    ["predict", "--checkpoint", "{checkpoint}", "--out", "{bad}", "{photo}"],
+    ["train", "--out", "{bad}", "--steps", "2"],
+])
+def test_a_folder_that_cannot_be_written_is_one_line_for_every_command(checkpoint, tmp_path,
+                                                                       command):
+    """A file where a folder should be: the system refuses, the command says so in a line."""
+    from PIL import Image
+
+    (tmp_path / "a-file").write_text("in the way")
+    Image.new("RGB", (40, 30)).save(tmp_path / "p.png")
+    args = [a.format(bad=tmp_path / "a-file" / "sub", checkpoint=checkpoint,
+                     photo=tmp_path / "p.png") for a in command]
+    done = cli(*args, timeout=300)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "a-file" in last, done.stderr
+    assert "Traceback" not in done.stderr and ".tmp" not in last

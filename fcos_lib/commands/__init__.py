@@ -49,4 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"fcos_lib.commands.{name}")
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except OSError as err:   # a folder that cannot be written, a full disk: not a traceback
+        from fcos_lib.commands._common import os_error
+
+        return os_error(err)

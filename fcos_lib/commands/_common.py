@@ -9,7 +9,7 @@ from typing import Any
 from fcos_lib.env import pick_device
 from fcos_lib.model import FCOS
 
-__all__ = ["error", "positive_int", "add_model_arguments", "load_trained"]
+__all__ = ["error", "os_error", "positive_int", "add_model_arguments", "load_trained"]
 
 
 def error(message: object, status: int = 2) -> int:
@@ -22,6 +22,14 @@ def error(message: object, status: int = 2) -> int:
         text = last.split(": ", 1)[1] if ": " in last else last
     print(f"error: {text}", file=sys.stderr)
     return status
+
+
+def os_error(err: OSError) -> int:
+    """``error`` for a file or folder the system refused (missing, not writable, a full
+    disk): one line naming it, exit status 2."""
+    where = f" ({err.filename})" if err.filename else ""
+    return error(f"{err.strerror or err}{where}: check that the folder exists and can be "
+                 "written, and that the disk has room")
 
 
 def positive_int(text: str) -> int:

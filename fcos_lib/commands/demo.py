@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from fcos_lib.checkpoint import CheckpointError, load_checkpoint
-from fcos_lib.commands._common import error
+from fcos_lib.commands._common import error, os_error
 from fcos_lib.config import get_preset
 from fcos_lib.data import collate
 from fcos_lib.env import pick_device
@@ -93,8 +93,8 @@ def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fcos_lib demo [--out DIR] [--steps N] [--fresh]``; 0 when done, 1 on an
-    error (message on stderr), 130 interrupted."""
+    """``python -m fcos_lib demo [--out DIR] [--steps N] [--fresh]``; 0 when done, 2 on an
+    error (one line on stderr), 130 interrupted."""
     parser = argparse.ArgumentParser(prog="python -m fcos_lib demo", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--out", default="runs/demo")
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (NonFiniteLossError, CheckpointError, ValueError) as err:
         return error(err)
+    except OSError as err:
+        return os_error(err)
     verdict = "reached" if m["reached_target"] else "BELOW"
     print(f"mAP@0.5 on {m['val_images']} validation images: {m['map50']:.3f} ({verdict} the "
           f"target {TARGET_MAP50}); {m['steps']} steps in {m['train_seconds']:.0f} s of "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from fcos_lib.commands._common import error
+from fcos_lib.commands._common import error, os_error
 from fcos_lib.data.download import DownloadError, download_voc2007
 
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = download_voc2007(args.root, test=args.test, url=args.url, md5=args.md5,
                                   progress=not args.quiet)
     except DownloadError as err:
-        return error(err, 1)
+        return error(err)
+    except OSError as err:
+        return os_error(err)
     print(f"VOC 2007 is ready in {folder}")
     return 0

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import add_model_arguments, error, load_trained, positive_int
+from fcos_lib.commands._common import (add_model_arguments, error, load_trained, os_error,
+                                      positive_int)
 from fcos_lib.data import build_dataset
 from fcos_lib.evaluate import METHODS, evaluate_model, format_table
 from fcos_lib.files import write_atomic
@@ -46,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                      "`python -m fcos_lib train` or `make demo`")
     try:
         return _evaluate(args)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, ValueError) as err:
         return error(err)
+    except OSError as err:       # our own "not downloaded" message, or the system's refusal
+        return os_error(err) if err.errno else error(err)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
