@@ -744,3 +744,25 @@ def test_a_folder_that_cannot_be_written_is_one_line_for_every_command(checkpoin
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "a-file" in last, done.stderr
     assert "Traceback" not in done.stderr and ".tmp" not in last
+
+
+def test_a_full_disk_while_caching_leaves_no_half_file_and_the_next_run_rebuilds(
+        tmp_path, monkeypatch, capsys):
+    import errno
+
+    import fcos_lib.data.cache as cache_module
+    from vocfake import make_voc_tree
+
+    tree, cache = make_voc_tree(tmp_path), tmp_path / "cache"
+    real = cache_module.torch.save
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.torch, "save", full)            # the index's write fails
+    with pytest.raises(OSError, match="No space"):
+        voc_cache(tree, cache)
+    assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.setattr(cache_module.torch, "save", real)
+    rebuilt = voc_cache(tree, cache)
+    assert torch.equal(rebuilt.load(1)[0], rebuilt.dataset.load(1)[0])

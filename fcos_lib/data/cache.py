@@ -214,11 +214,15 @@ def _write(path: Path, pixels: Tensor, meta: dict[str, Any]) -> None:
                           (".pt", lambda f: torch.save(meta, f))):
         final = path.with_suffix(suffix)
         tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:      # a full disk: no half file left (the next run rebuilds)
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _read(path: Path) -> tuple[Tensor, dict[str, Any]]:
