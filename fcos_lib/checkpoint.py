@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcos_lib.env import device_available
+from fcos_lib.files import atomic_file
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or not one of ours."""
@@ -67,27 +70,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see old or new, never half
-    except BaseException:      # a full disk, an interrupt: no half file left behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:      # readers see the old checkpoint or the new, never half
+        torch.save(state, f)
     return path
-
-
-def _available(device: torch.device) -> bool:
-    """Whether tensors can be placed on ``device`` here."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-    if device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return mps is not None and mps.is_available()
-    return True
 
 
 def _explain(err: BaseException, path: Path, device: torch.device | None) -> str:
@@ -135,7 +120,7 @@ def load_checkpoint(path: str | os.PathLike,
         raise CheckpointError(f"no checkpoint at {path}: train one first "
                               "(python -m fcos_lib train --preset shapes --out DIR)")
     device = torch.device(map_location) if map_location is not None else None
-    if device is not None and not _available(device):
+    if device is not None and not device_available(device):
         raise CheckpointError(f"cannot load {path} on {device}: there is no such device here "
                               "(load it on the CPU: --device cpu, map_location='cpu')")
     try:

@@ -103,6 +103,16 @@ def data_dir() -> Path:
     return _base() / "data"
 
 
+def device_available(device: torch.device) -> bool:
+    """Whether tensors can be placed on ``device`` here (a CUDA index that exists, MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return mps is not None and mps.is_available()
+    return True
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
     """The best device here: ``prefer`` if given, else cuda, then mps, then cpu.
 
@@ -115,13 +125,10 @@ def pick_device(prefer: str | None = None) -> torch.device:
         except RuntimeError:
             raise ValueError(f"device={prefer!r} is not a device: use cpu, cuda, cuda:1, "
                              "mps") from None
-        if device.type == "cuda" and not (torch.cuda.is_available() and
-                                          (device.index or 0) < torch.cuda.device_count()):
-            raise ValueError(f"device={prefer!r}, but there is no such CUDA GPU here: use cpu"
+        if not device_available(device):
+            what = "Apple GPU" if device.type == "mps" else f"such {device.type.upper()} GPU"
+            raise ValueError(f"device={prefer!r}, but there is no {what} here: use cpu"
                              + (" (or switch the Colab runtime to a GPU)" if on_colab() else ""))
-        mps = getattr(torch.backends, "mps", None)
-        if device.type == "mps" and not (mps is not None and mps.is_available()):
-            raise ValueError(f"device={prefer!r}, but there is no Apple GPU here: use cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

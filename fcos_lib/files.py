@@ -1,39 +1,58 @@
-"""Writing files so that a crash or a full disk never leaves half of one."""
+"""Writing files so that a crash or a full disk never leaves half of one.
+
+Every file the library writes whole (checkpoints, the image cache, figures, JSON) goes
+through :func:`atomic_file`: a temporary file beside the target, named with the writer's
+process id, renamed into place when complete and removed when the write fails.
+:func:`remove_leftovers` removes what a killed writer left (its process is gone).
+"""
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["write_atomic", "process_alive", "remove_leftovers"]
+__all__ = ["atomic_file", "write_atomic", "process_alive", "remove_leftovers"]
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it, then rename: readers see
-    the old file or the new one, never a part. The temporary file is removed if the write
-    fails (a full disk, say), and the error raised.
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: readers see the old file or the new one,
+    never a part. On an error the temporary file is removed and the error raised (an
+    ``OSError`` names ``path``, not the temporary file).
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> write_atomic(folder / "a.txt", "hello").read_text()
-    'hello'
-    >>> sorted(p.name for p in folder.iterdir())
-    ['a.txt']
+    >>> with atomic_file(folder / "a.bin") as f:
+    ...     _ = f.write(b"hello")
+    >>> sorted(p.name for p in folder.iterdir()), (folder / "a.bin").read_bytes()
+    (['a.bin'], b'hello')
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:             # named for the file asked for, not the temporary one
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except OSError as err:
         tmp.unlink(missing_ok=True)
+        if err.errno is None:
+            raise
         raise type(err)(err.errno, err.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` with :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def process_alive(pid: int) -> bool:
@@ -52,13 +71,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that :func:`write_atomic` left in ``folder`` when its
-    process was killed mid-write (those of running processes stay); return them."""
+def remove_leftovers(folder: str | os.PathLike, pattern: str = ".*.*.tmp"
+                     ) -> list[tuple[Path, int]]:
+    """Remove the temporary files or folders matching ``pattern`` in ``folder`` whose name
+    ends in ``.<pid>.<suffix>`` and whose process is gone (killed mid-write); those of
+    running processes stay. Returns each removed path with its size in bytes."""
     removed = []
-    for tmp in Path(folder).glob(".*.*.tmp"):
+    for tmp in Path(folder).glob(pattern):
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+            files = [tmp] if tmp.is_file() else [f for f in tmp.rglob("*") if f.is_file()]
+            size = sum(f.stat().st_size for f in files)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append((tmp, size))
     return removed

@@ -41,6 +41,7 @@ from fcos_lib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set
 from fcos_lib.config import TrainConfig
 from fcos_lib.data import collate
 from fcos_lib.distributed import DistInfo, StepBatchSampler, any_process, barrier
+from fcos_lib.files import remove_leftovers
 from fcos_lib.optim import amp_dtype, build_optimizer, lr_factor
 from fcos_lib.runlog import append_record, truncate_metrics
 
@@ -169,8 +170,7 @@ class Trainer:
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             truncate_metrics(self.out, self.step)
-            # Half a checkpoint from a run killed while saving (one writer per folder).
-            self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
+            remove_leftovers(self.out)    # half a checkpoint from a run killed while saving
         if self.step >= self.cfg.steps:
             return self.path
         if self.info.active:

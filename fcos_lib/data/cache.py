@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fcos_lib.files import process_alive
+from fcos_lib.files import atomic_file, remove_leftovers
 
 
 class TwoStageDataset(Protocol):
@@ -206,23 +206,11 @@ def _reuse(path: Path, made_from: str | None) -> tuple[Tensor, dict[str, Any]] |
 def _write(path: Path, pixels: Tensor, meta: dict[str, Any]) -> None:
     """Write pixels then metadata, each to a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in path.parent.glob(f"{path.name}.*.*.tmp"):   # from a killed write
-        pid = leftover.name.split(".")[-2]
-        if pid.isdigit() and not process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
-    for suffix, write in ((".u8", lambda f: f.write(pixels.numpy().tobytes())),
-                          (".pt", lambda f: torch.save(meta, f))):
-        final = path.with_suffix(suffix)
-        tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:      # a full disk: no half file left (the next run rebuilds)
-            tmp.unlink(missing_ok=True)
-            raise
+    remove_leftovers(path.parent, f".{path.name}.*.*.tmp")      # of a killed write
+    with atomic_file(path.with_suffix(".u8")) as f:
+        f.write(pixels.numpy().tobytes())
+    with atomic_file(path.with_suffix(".pt")) as f:
+        torch.save(meta, f)
 
 
 def _read(path: Path) -> tuple[Tensor, dict[str, Any]]:

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from fcos_lib.files import process_alive
+from fcos_lib.files import remove_leftovers
 
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
 ATTEMPTS_PER_MIRROR = 3
@@ -316,15 +316,11 @@ def extract(path: Path, root: Path, archive: Archive) -> Path:
         DownloadError: the archive is unreadable, unsafe, or has no ``VOCdevkit/VOC2007``.
     """
     destination = root / TREE
-    for leftover in root.glob(f".{archive.filename}.*.extract"):   # a killed extraction's
-        pid = leftover.name[len(archive.filename) + 2:].split(".")[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
-            shutil.rmtree(leftover, ignore_errors=True)
-            print(f"removed {leftover} ({size / 2**20:.0f} MB), left by an extraction that "
-                  "was killed")
-    temp = Path(tempfile.mkdtemp(prefix=f".{archive.filename}.{os.getpid()}.",
-                                 suffix=".extract", dir=root))
+    for leftover, size in remove_leftovers(root, f".{archive.filename}.*.*.extract"):
+        print(f"removed {leftover} ({size / 2**20:.0f} MB), left by an extraction that "
+              "was killed")
+    temp = Path(tempfile.mkdtemp(prefix=f".{archive.filename}.",
+                                 suffix=f".{os.getpid()}.extract", dir=root))
     try:
         try:
             with tarfile.open(path) as tar:
