@@ -2,9 +2,10 @@
 
 :func:`judge` grades the detections of one image the way :func:`fcos_lib.evaluate.
 mean_average_precision` grades a dataset (the VOC devkit's matching,
-:func:`fcos_lib.matching.match_voc`): in score order, a detection takes the box of its class
-that it overlaps most, if the IoU is above the threshold and no better detection took it. A
-small example, one cat and three detections of it::
+:func:`fcos_lib.matching.match_voc`, written plainly in :func:`~fcos_lib.matching.
+match_voc_plain`): in score order, a detection takes the box of its class that it overlaps
+most, if the IoU is above the threshold and no better detection took it. A small example, one
+cat and three detections of it::
 
     >>> import torch
     >>> target = {"boxes": torch.tensor([[10., 10, 50, 50]]), "labels": torch.tensor([0])}
@@ -53,28 +54,26 @@ def judge(prediction: dict[str, Tensor], target: dict[str, Tensor],
         difficult box is never counted as missed: ``found`` is True for it); ``iou`` (K,) the
         best IoU of each detection with a box of its class (0 when there is none).
     """
-    boxes, labels = prediction["boxes"].detach().cpu().double(), prediction["labels"].cpu()
-    gt_boxes, gt_labels = target["boxes"].detach().cpu().double(), target["labels"].cpu()
-    difficult = target.get("difficult", torch.zeros(len(gt_labels), dtype=torch.bool)).cpu()
+    boxes, labels = prediction["boxes"].detach().cpu().double(), prediction["labels"].cpu().long()
+    gt_boxes, gt_labels = target["boxes"].detach().cpu().double(), target["labels"].cpu().long()
+    difficult = target.get("difficult", torch.zeros(len(gt_labels), dtype=torch.bool)).cpu().bool()
     order = torch.argsort(-prediction["scores"].detach().cpu().double(), stable=True)
-    hit, miss = match_voc(labels[order].long(), boxes[order], gt_labels.long(), gt_boxes,
-                          difficult.bool(), torch.tensor([float(iou_threshold)],
-                                                         dtype=torch.float64))
-    # The box each detection looks at: its class's box of highest IoU, the first on ties.
-    iou = box_iou(boxes, gt_boxes) if len(gt_boxes) else torch.zeros(len(boxes), 0)
-    iou = torch.where(labels[:, None] == gt_labels[None], iou, torch.zeros_like(iou) - 1)
-    best_iou, best_gt = (iou.max(1) if iou.shape[1] else
-                         (torch.full((len(boxes),), -1.0), torch.zeros(len(boxes), dtype=torch.long)))
+    hit, miss, matched = match_voc(labels[order], boxes[order], gt_labels, gt_boxes, difficult,
+                                   torch.tensor([float(iou_threshold)], dtype=torch.float64),
+                                   with_matched=True)
+    back = torch.argsort(order)                              # score order -> the input's order
+    hit, miss, matched = hit[0, back], miss[0, back], matched[0, back]                 # (K,)
+    # The best IoU with a box of the detection's class: above the threshold, a miss is a
+    # duplicate (the devkit looked at a box that a better detection took).
+    iou = torch.where(labels[:, None] == gt_labels[None], box_iou(boxes, gt_boxes), 0.0)
+    best_iou = iou.amax(1) if len(gt_boxes) else torch.zeros(len(boxes), dtype=torch.float64)
     status = torch.full((len(boxes),), FALSE_POSITIVE, dtype=torch.long)
-    is_hit, is_miss = torch.zeros_like(status, dtype=torch.bool), torch.zeros_like(
-        status, dtype=torch.bool)
-    is_hit[order], is_miss[order] = hit[0], miss[0]
-    status[is_hit] = TRUE_POSITIVE
-    status[~is_hit & ~is_miss] = IGNORED
-    status[is_miss & (best_iou > iou_threshold)] = DUPLICATE
-    found = difficult.clone().bool()
-    found[best_gt[is_hit]] = True
-    return {"status": status, "found": found, "iou": best_iou.clamp(min=0).float()}
+    status[miss & (best_iou > iou_threshold)] = DUPLICATE
+    status[hit] = TRUE_POSITIVE
+    status[~hit & ~miss] = IGNORED
+    found = difficult.clone()
+    found[matched[hit]] = True
+    return {"status": status, "found": found, "iou": best_iou.float()}
 
 
 def image_ap(prediction: dict[str, Tensor], target: dict[str, Tensor], num_classes: int,

@@ -1,28 +1,155 @@
 """Matching detections to ground truth for the mAP, as the VOC devkit and pycocotools do.
 
-Given every detection of a dataset in score order, decide for each one, at each IoU
-threshold, whether it is a *hit* (it matches a ground-truth box of its image and class that
-no higher-scoring detection took), a *miss*, or neither (it matches a "difficult" box, which
-counts neither way). Two rules, each the official one of a benchmark:
+Given every detection of a dataset in score order, decide for each one, at an IoU threshold,
+which ground-truth box of its image and class it takes: a *hit* when it takes a box that no
+higher-scoring detection took, a *miss* when it takes none, and neither (*ignored*) when the
+box it takes is "difficult". Two rules, each the official one of a benchmark:
 
-- :func:`match_voc` (the VOC devkit): a detection looks only at the box it overlaps most; a
-  hit when IoU > threshold and nobody took that box before, else a miss;
-- :func:`match_coco` (pycocotools): a detection takes the best still-free box with
-  IoU >= threshold, preferring boxes that are not difficult.
+- VOC (the devkit): a detection looks only at the box it overlaps most; a hit when IoU >
+  threshold and nobody took that box before, else a miss;
+- COCO (pycocotools): a detection takes the best still-free box with IoU >= threshold,
+  preferring boxes that are not difficult.
 
-Nothing loops over detections in Python: the candidate (detection, box) pairs of the whole
-dataset are built at once, VOC matching is a handful of scatter operations, and COCO matching
-(each detection must see which boxes earlier ones took) loops over the *rank* of a detection
-within its (image, class) group, handling the r-th detection of every group at once: as many
-steps as the largest group has detections, however many images there are. The tests check
-both rules against pycocotools and a line-by-line restatement of the devkit.
+The matching is here twice. :func:`match_voc_plain` and :func:`match_coco_plain` state the
+rules one detection at a time, at one threshold: they are the ones to read. :func:`match_voc`
+and :func:`match_coco`, which the mAP calls, give the same answer (``tests/test_matching.py``
+checks it on random problems) for many thresholds at once, with no Python loop over
+detections: the candidate (detection, box) pairs of the whole dataset are built at once, VOC
+matching is a handful of scatter operations, and COCO matching (each detection must see which
+boxes earlier ones took) loops over the *rank* of a detection within its (image, class) group,
+handling the r-th detection of every group at once: as many steps as the largest group has
+detections, however many images there are. The tests also check the rules against
+pycocotools and a line-by-line restatement of the devkit. IoUs use pycocotools' arithmetic,
+(area + area) - intersection, as torchvision's ``box_iou`` does: thresholds fall alike.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 
-__all__ = ["match_voc", "match_coco"]
+__all__ = ["match_voc_plain", "match_coco_plain", "match_voc", "match_coco"]
+
+
+# ------------------------------------------------------------------ plain
+
+
+def match_voc_plain(det_group: Tensor, det_boxes: Tensor, gt_group: Tensor, gt_boxes: Tensor,
+                    difficult: Tensor, iou_threshold: float) -> dict[str, Tensor]:
+    """The VOC devkit's rule, one detection at a time: the same result as :func:`match_voc`.
+
+    A *group* is one image and one class (``image * C + class``; for a single image, the
+    class): a detection can only take a box of its own group. Going down the detections from
+    the highest score, each looks only at the box of its group that it overlaps most (the
+    first listed on equal IoUs), and is
+
+    - *ignored* if IoU > ``iou_threshold`` and that box is difficult (which stays free);
+    - a *hit* if IoU > ``iou_threshold`` and no earlier detection took that box (it takes it);
+    - else a *miss*: the box was taken (a duplicate), the IoU is too low, or there is no box.
+      The devkit never looks on to a second-best box.
+
+    Args:
+        det_group: (N,) int64 group of each detection; the detections in score order,
+            highest first.
+        det_boxes: (N, 4) xyxy pixels.
+        gt_group: (G,) int64 group of each ground-truth box.
+        gt_boxes: (G, 4) xyxy pixels.
+        difficult: (G,) bool, the boxes that count neither way.
+        iou_threshold: the IoU a detection must exceed, e.g. 0.5.
+
+    Returns:
+        A dict of (N,) tensors: ``matched`` int64, the index in [0, G) of the box each
+        detection took (hit) or sits on (ignored), -1 for a miss; ``hit``, ``miss``,
+        ``ignored`` bool, exactly one of them true for each detection.
+
+    Two boxes of one class, A and B (A's top 60%: IoU(A, B) = 0.6), a difficult box C, and
+    four detections: one on A, a second one on A, one on C, one on nothing::
+
+        >>> import torch
+        >>> gt_boxes = torch.tensor([[0., 0, 10, 10], [0, 0, 10, 6], [20, 20, 30, 30]])
+        >>> difficult = torch.tensor([False, False, True])
+        >>> det_boxes = torch.tensor([[0., 0, 10, 10], [0, 0, 10, 10], [21, 20, 30, 30],
+        ...                           [40, 40, 50, 50]])
+        >>> group = torch.zeros(4, dtype=torch.long)       # one image, one class: group 0
+        >>> out = match_voc_plain(group, det_boxes, group[:3], gt_boxes, difficult, 0.5)
+        >>> out["matched"].tolist()
+        [0, -1, 2, -1]
+        >>> out["hit"].tolist(), out["miss"].tolist(), out["ignored"].tolist()
+        ([True, False, False, False], [False, True, False, True], [False, False, True, False])
+
+    The second detection looks only at A (IoU 1), which the first took: a miss, though B
+    (IoU 0.6) is free. :func:`match_coco_plain` gives it B.
+    """
+    matched = det_group.new_full((len(det_group),), -1)
+    taken = torch.zeros_like(difficult, dtype=torch.bool)                         # (G,)
+    for d in range(len(det_group)):                                  # highest score first
+        mine = (gt_group == det_group[d]).nonzero()[:, 0]     # (M,) the boxes of its group
+        iou = box_iou(det_boxes[d, None], gt_boxes[mine])[0].nan_to_num(0.0)  # (M,); 0/0 -> 0
+        if len(mine) == 0 or iou.max() <= iou_threshold:
+            continue                                           # no box, or too sloppy: miss
+        g = mine[iou.argmax()]                  # the box it overlaps most, the first of equals
+        if difficult[g]:
+            matched[d] = g                                            # ignored; g stays free
+        elif not taken[g]:
+            matched[d], taken[g] = g, True                            # hit
+        # else: a better detection took g: a duplicate, a miss
+    return _verdicts(matched, difficult)
+
+
+def match_coco_plain(det_group: Tensor, det_boxes: Tensor, gt_group: Tensor, gt_boxes: Tensor,
+                     difficult: Tensor, iou_threshold: float) -> dict[str, Tensor]:
+    """pycocotools' rule, one detection at a time: the same result as :func:`match_coco`.
+
+    Going down the detections from the highest score, each looks at the boxes of its group
+    (as in :func:`match_voc_plain`) that no earlier detection took and that it overlaps with
+    IoU >= ``iou_threshold``; among them it keeps the boxes that are not difficult, if there
+    are any, and takes the one it overlaps most (the last listed on equal IoUs). On a box
+    that is not difficult it is a *hit*; on a difficult one, *ignored* (and that box is taken
+    all the same); with no box left, a *miss*. Like pycocotools, the threshold is capped at
+    1 - 1e-10: at a threshold of 1, a match perfect but for rounding still counts.
+
+    Args:
+        det_group, det_boxes, gt_group, gt_boxes, difficult: as :func:`match_voc_plain`'s.
+        iou_threshold: the IoU a detection must reach, e.g. 0.5.
+
+    Returns:
+        The dict of :func:`match_voc_plain`: ``matched`` (N,) int64 (-1 for a miss) and
+        ``hit``, ``miss``, ``ignored`` (N,) bool.
+
+    The example of :func:`match_voc_plain`: now the second detection takes B::
+
+        >>> gt_boxes = torch.tensor([[0., 0, 10, 10], [0, 0, 10, 6], [20, 20, 30, 30]])
+        >>> difficult = torch.tensor([False, False, True])
+        >>> det_boxes = torch.tensor([[0., 0, 10, 10], [0, 0, 10, 10], [21, 20, 30, 30],
+        ...                           [40, 40, 50, 50]])
+        >>> group = torch.zeros(4, dtype=torch.long)
+        >>> out = match_coco_plain(group, det_boxes, group[:3], gt_boxes, difficult, 0.5)
+        >>> out["matched"].tolist(), out["hit"].tolist()
+        ([0, 1, 2, -1], [True, True, False, False])
+    """
+    matched = det_group.new_full((len(det_group),), -1)
+    taken = torch.zeros_like(difficult, dtype=torch.bool)                         # (G,)
+    threshold = min(float(iou_threshold), 1 - 1e-10)                  # pycocotools' cap
+    for d in range(len(det_group)):                                  # highest score first
+        mine = (gt_group == det_group[d]).nonzero()[:, 0]     # (M,) the boxes of its group
+        iou = box_iou(det_boxes[d, None], gt_boxes[mine])[0].nan_to_num(0.0)  # (M,); 0/0 -> 0
+        free = ~taken[mine] & (iou >= threshold)                                    # (M,)
+        if (free & ~difficult[mine]).any():
+            free &= ~difficult[mine]                  # a box to find beats a difficult one
+        if not free.any():
+            continue                                                  # nothing left: miss
+        ious = iou.tolist()
+        g = mine[max(free.nonzero()[:, 0].tolist(), key=lambda i: (ious[i], i))]  # last of equals
+        matched[d], taken[g] = g, True                            # hit, or ignored if difficult
+    return _verdicts(matched, difficult)
+
+
+def _verdicts(matched: Tensor, difficult: Tensor) -> dict[str, Tensor]:
+    """``matched`` (..., N) and the flags it implies: hit, miss, ignored (on a difficult box).
+    Index -1 (no box) reads the False appended to ``difficult``."""
+    ignored = torch.cat([difficult, difficult.new_zeros(1)])[matched]
+    return {"matched": matched, "hit": (matched >= 0) & ~ignored, "miss": matched < 0,
+            "ignored": ignored}
 
 
 # ------------------------------------------------------------------ candidate pairs
@@ -74,19 +201,22 @@ def _segment_max(values: Tensor, segment: Tensor, size: int, fill: float) -> Ten
 
 
 def match_voc(det_group: Tensor, det_boxes: Tensor, gt_group: Tensor, gt_boxes: Tensor,
-               difficult: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """VOC devkit matching of score-sorted detections.
+              difficult: Tensor, thresholds: Tensor, *, with_matched: bool = False
+              ) -> tuple[Tensor, ...]:
+    """VOC devkit matching of score-sorted detections, at many thresholds at once.
 
     Args:
         det_group: (N,) int64 ``image * C + class`` of each detection, in score order.
         det_boxes: (N, 4) float64 xyxy pixels; gt_group: (G,); gt_boxes: (G, 4).
         difficult: (G,) bool; thresholds: (T,) float64 IoU thresholds.
+        with_matched: also return the box each detection took.
 
     Each detection looks at the box it overlaps most (the first listed on ties); a hit when
     IoU > t, the box is not difficult and no higher-ranked detection hit it first.
 
     Returns:
-        ``hit`` and ``miss``, (T, N) bool; a detection on a difficult box is neither.
+        ``hit`` and ``miss``, (T, N) bool (a detection on a difficult box is neither); with
+        ``with_matched``, ``matched`` (T, N) int64 too: each row as :func:`match_voc_plain`'s.
     """
     N, G, T = len(det_group), len(gt_group), len(thresholds)
     pair_det, pair_gt = _pairs(det_group, gt_group, gt_group)
@@ -105,13 +235,14 @@ def match_voc(det_group: Tensor, det_boxes: Tensor, gt_group: Tensor, gt_boxes: 
     winner = torch.full((T * (G + 1),), N, dtype=torch.long).scatter_reduce(
         0, key[claims], ranks[claims], "amin")
     hit = claims & (winner[key] == ranks)
-    return hit, ~hit & ~on_difficult
+    return _fast_result(torch.where(hit | on_difficult, best_gt[None], -1), difficult,
+                        with_matched)
 
 
 def match_coco(det_group: Tensor, det_rank: Tensor, det_boxes: Tensor, gt_group: Tensor,
-                gt_boxes: Tensor, difficult: Tensor, thresholds: Tensor
-                ) -> tuple[Tensor, Tensor]:
-    """pycocotools matching of score-sorted detections.
+               gt_boxes: Tensor, difficult: Tensor, thresholds: Tensor, *,
+               with_matched: bool = False) -> tuple[Tensor, ...]:
+    """pycocotools matching of score-sorted detections, at many thresholds at once.
 
     Detections are handled in score order within their (image, class) group; each takes,
     among the boxes no earlier detection took and with IoU >= t, a non-difficult one if any
@@ -123,7 +254,8 @@ def match_coco(det_group: Tensor, det_rank: Tensor, det_boxes: Tensor, gt_group:
             arguments as :func:`match_voc`'s.
 
     Returns:
-        ``hit`` and ``miss``, (T, N) bool.
+        ``hit``, ``miss`` (T, N) bool, and with ``with_matched`` ``matched`` (T, N) int64:
+        each row as :func:`match_coco_plain`'s.
     """
     N, G, T = len(det_group), len(gt_group), len(thresholds)
     # pycocotools lists a group's non-difficult boxes first, each part in input order.
@@ -157,6 +289,10 @@ def match_coco(det_group: Tensor, det_rank: Tensor, det_boxes: Tensor, gt_group:
         chosen = gts[last[t_idx, slot]]
         taken[t_idx, chosen] = True
         matched[t_idx, dets[new][slot]] = chosen
-    found = matched >= 0
-    on_difficult = found & torch.cat([difficult, difficult.new_zeros(1)])[matched]
-    return found & ~on_difficult, ~found
+    return _fast_result(matched, difficult, with_matched)
+
+
+def _fast_result(matched: Tensor, difficult: Tensor, with_matched: bool) -> tuple[Tensor, ...]:
+    """``hit``, ``miss`` (T, N) from ``matched`` (T, N), and ``matched`` if asked for."""
+    verdicts = _verdicts(matched, difficult)
+    return (verdicts["hit"], verdicts["miss"]) + ((matched,) if with_matched else ())
