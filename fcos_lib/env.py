@@ -11,6 +11,7 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,16 +161,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def show_source(obj) -> None:
+def show_source(obj: Any, folded: bool = False) -> None:
     """Display the source of a function or class from ``fcos_lib``, highlighted.
 
     Notebooks show the library's code this way instead of retyping it, so there is
-    one copy of every piece of logic.
+    one copy of every piece of logic. ``folded=True`` shows it closed, to be opened with a
+    click: the student copies fold the library's version of an exercise, its answer.
     """
     source = inspect.getsource(obj)
     try:
-        from IPython.display import Code, display
+        from IPython.display import HTML, Code, display
     except ImportError:  # plain Python: print it
         print(source)
         return
-    display(Code(source, language="python"))
+    code = Code(source, language="python")
+    if not folded:
+        display(code)
+        return
+    name = getattr(obj, "__qualname__", type(obj).__name__)
+    display(HTML(f"<details><summary>The library's <code>{name}</code> (the answer: open it "
+                 f"once your check passes)</summary>{code._repr_html_()}</details>"))

@@ -62,9 +62,11 @@ def num_positives(positive: Tensor) -> Tensor:
     return count.clamp(min=1.0)
 
 
-def focal_loss_plain(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
+def focal_loss_plain(logits: Tensor, labels: Tensor, alpha: float = 0.25,
                      gamma: float = 2.0) -> Tensor:
-    """The focal loss as the paper writes it, summed: the same value as :func:`focal_loss`.
+    """The focal loss as the paper writes it, summed: the contract of notebook 05's exercise,
+    and the same value as :func:`focal_loss` (which takes the per-level logits of a batch;
+    :func:`fcos_lib.pieces.flat` turns this one into that).
 
     FL(p_t) = -alpha_t · (1 - p_t)^gamma · log(p_t), where p_t is the predicted probability
     of the right answer (p for a 1 target, 1 - p for a 0 target) and alpha_t is alpha for a
@@ -72,22 +74,21 @@ def focal_loss_plain(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.
     class, all zeros for background.
 
     Args:
-        logits: per level, (B, HW_l, C) classification logits.
-        labels: (B, L) integer class of each location, -1 for background.
+        logits: (N, C) classification logits of N locations.
+        labels: (N,) integer class of each location, -1 for background.
         alpha, gamma: the paper's 0.25 and 2.
 
     Returns:
-        A scalar tensor: the sum over every location and class.
+        A 0-d tensor: the sum over every location and class.
     """
-    x = torch.cat(list(logits), dim=1)                                       # (B, L, C)
     # One-hot of each location's class; background (-1) is clamped to class 0, then zeroed.
-    positive = (labels >= 0)[..., None]                                      # (B, L, 1)
-    target = F.one_hot(labels.clamp(min=0), x.shape[-1]).to(x) * positive   # (B, L, C)
-    p = torch.sigmoid(x)
+    positive = (labels >= 0)[:, None]                                        # (N, 1)
+    target = F.one_hot(labels.clamp(min=0), logits.shape[-1]).to(logits) * positive  # (N, C)
+    p = torch.sigmoid(logits)
     p_t = p * target + (1 - p) * (1 - target)
     alpha_t = alpha * target + (1 - alpha) * (1 - target)
     # -log(p_t) from the logits: log(sigmoid(x)) would be -inf for x far below 0.
-    minus_log_p_t = F.binary_cross_entropy_with_logits(x, target, reduction="none")
+    minus_log_p_t = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (alpha_t * (1 - p_t) ** gamma * minus_log_p_t).sum()
 
 

@@ -162,55 +162,52 @@ def _pad(tensors: list[Tensor], dtype: torch.dtype, device: torch.device,
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
 
 
-def assign_targets_plain(gt_boxes: Tensor, gt_labels: Tensor, locations: Sequence[Tensor],
-                         strides: Sequence[int], size_ranges: Sequence[tuple[float, float]],
+def assign_targets_plain(levels: Sequence[Tensor], boxes: Tensor,
+                         size_ranges: Sequence[tuple[float, float]], *,
+                         strides: Sequence[int] | None = None,
                          center_sampling_radius: float | None = None) -> Tensor:
-    """The rules of the paper, written out plainly: the same result as :func:`assign_targets`.
+    """The rules of the paper for one image, written out plainly: the contract of notebook
+    05's exercise, and the same result as :func:`assign_targets` (which takes a padded batch;
+    :func:`fcos_lib.pieces.batched` turns this one into that).
 
-    For each image, the distances from every location (x, y) to the four sides of every box
-    (x0, y0, x1, y1), l* = x - x0, t* = y - y0, r* = x1 - x, b* = y1 - y, make an (L, M, 4)
-    table; then one line per rule. The size range is open at both ends, lo < max < hi, as
-    torchvision and the course have it (the paper writes its bounds as inclusive; the two
-    differ only for a distance exactly on a bound).
+    The distances from every location (x, y) to the four sides of every box (x0, y0, x1, y1),
+    l* = x - x0, t* = y - y0, r* = x1 - x, b* = y1 - y, make an (L, M, 4) table; then one
+    line per rule. The size range is open at both ends, lo < max < hi, as torchvision and
+    the course have it (the paper writes its bounds as inclusive; the two differ only for a
+    distance exactly on a bound).
 
     Args:
-        gt_boxes: (B, M, 4) xyxy boxes in input pixels, padded (see :func:`pad_targets`).
-        gt_labels: (B, M) int64 labels, -1 on padding rows (which never match).
-        locations: per level, (H_l·W_l, 2) xy in pixels.
-        strides: per level, the stride in pixels.
+        levels: per level, (L_l, 2) xy of its locations in pixels.
+        boxes: (M, 4) xyxy boxes of the image in input pixels (M may be 0).
         size_ranges: per level, (lo, hi) in pixels (see :func:`default_size_ranges`).
+        strides: per level, the stride in pixels: needed with center sampling only.
         center_sampling_radius: None (whole box) or the radius in strides (paper: 1.5).
 
     Returns:
-        (B, L) int64: the index in [0, M) of the box each location regresses, or -1.
+        (L,) int64, L = sum of L_l: the index in [0, M) of the box each location regresses,
+        or -1.
     """
-    points = torch.cat(list(locations))                                      # (L, 2)
+    points = torch.cat(list(levels))                                         # (L, 2)
+    if len(boxes) == 0:                                               # no box: all background
+        return torch.full((len(points),), -1, dtype=torch.long, device=points.device)
     x, y = points[:, 0, None], points[:, 1, None]                            # (L, 1) each
-    per_level = [len(p) for p in locations]
-    stride = torch.cat([points.new_full((n,), float(s)) for n, s in zip(per_level, strides)])
-    lo = torch.cat([points.new_full((n,), float(r[0])) for n, r in zip(per_level, size_ranges)])
-    hi = torch.cat([points.new_full((n,), float(r[1])) for n, r in zip(per_level, size_ranges)])
-    matched = []
-    for boxes, labels in zip(gt_boxes, gt_labels):                  # one image: (M, 4), (M,)
-        if len(boxes) == 0:                                           # no box: all background
-            matched.append(gt_labels.new_full((len(points),), -1))
-            continue
-        x0, y0, x1, y1 = boxes.unbind(dim=-1)                                # (M,) each
-        ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)         # (L, M, 4)
-        # 1. Inside: all four distances positive (and, with center sampling, near the centre).
-        ok = ltrb.amin(dim=-1) > 0                                           # (L, M)
-        if center_sampling_radius is not None:
-            radius = center_sampling_radius * stride[:, None]                # (L, 1)
-            ok &= ((x - (x0 + x1) / 2).abs() < radius) & ((y - (y0 + y1) / 2).abs() < radius)
-        # 2. Scale: the farthest side lies strictly inside the level's range.
-        farthest = ltrb.amax(dim=-1)                                         # (L, M)
-        ok &= (farthest > lo[:, None]) & (farthest < hi[:, None])
-        ok &= labels >= 0                               # padding rows (label -1) never match
-        # 3. Ambiguity: the smallest box wins (argmin keeps the first of equal areas).
-        area = (x1 - x0) * (y1 - y0)                                         # (M,)
-        smallest = torch.where(ok, area, math.inf).argmin(dim=1)             # (L,)
-        matched.append(torch.where(ok.any(dim=1), smallest, -1))
-    return torch.stack(matched) if matched else gt_labels.new_zeros(0, len(points))
+    lo = torch.cat([p.new_full((len(p),), float(r[0])) for p, r in zip(levels, size_ranges)])
+    hi = torch.cat([p.new_full((len(p),), float(r[1])) for p, r in zip(levels, size_ranges)])
+    x0, y0, x1, y1 = boxes.unbind(dim=-1)                                    # (M,) each
+    ltrb = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=-1)             # (L, M, 4)
+    # 1. Inside: all four distances positive (and, with center sampling, near the centre).
+    ok = ltrb.amin(dim=-1) > 0                                               # (L, M)
+    if center_sampling_radius is not None:
+        stride = torch.cat([p.new_full((len(p),), float(s)) for p, s in zip(levels, strides)])
+        radius = center_sampling_radius * stride[:, None]                    # (L, 1)
+        ok &= ((x - (x0 + x1) / 2).abs() < radius) & ((y - (y0 + y1) / 2).abs() < radius)
+    # 2. Scale: the farthest side lies strictly inside the level's range.
+    farthest = ltrb.amax(dim=-1)                                             # (L, M)
+    ok &= (farthest > lo[:, None]) & (farthest < hi[:, None])
+    # 3. Ambiguity: the smallest box wins (argmin keeps the first of equal areas).
+    area = (x1 - x0) * (y1 - y0)                                             # (M,)
+    smallest = torch.where(ok, area, math.inf).argmin(dim=1)                 # (L,)
+    return torch.where(ok.any(dim=1), smallest, -1)
 
 
 def _axis_tests(coords: Tensor, lo_side: Tensor, hi_side: Tensor, strides: Tensor,

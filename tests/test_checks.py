@@ -22,13 +22,8 @@ from fcos_lib.targets import assign_targets_plain, centerness_target, decode_box
 
 # ------------------------------------------------------------------ right answers
 
-def assign_right(levels, boxes, ranges):
-    labels = torch.zeros(1, len(boxes), dtype=torch.long)
-    return assign_targets_plain(boxes[None], labels, levels, [1] * len(levels), ranges)[0]
-
-
-def focal_right(logits, labels, alpha=0.25, gamma=2.0):
-    return focal_loss_plain([logits[None]], labels[None], alpha, gamma)
+assign_right = assign_targets_plain       # the library's plain pieces: the exercises' contracts
+focal_right = focal_loss_plain
 
 
 def ap_right(recall, precision):
@@ -116,6 +111,15 @@ def focal_variant(alpha_swapped=False, no_gamma=False, mean=False, naive_log=Fal
         values = a_t * (1 if no_gamma else (1 - p_t) ** gamma) * ce
         return values.mean() if mean else values.sum()
     return loss
+
+
+def focal_indexing_background(logits, labels, alpha=0.25, gamma=2.0):
+    t = torch.zeros_like(logits)
+    t[torch.arange(len(labels)), labels] = 1                # -1 sets the last column
+    p = logits.sigmoid()
+    p_t = torch.where(t == 1, p, 1 - p)
+    ce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    return (torch.where(t == 1, alpha, 1 - alpha) * (1 - p_t) ** gamma * ce).sum()
 
 
 def lr_variant(strict=False, single_drop=False):
@@ -238,6 +242,7 @@ CHECKS = {
         (focal_variant(no_gamma=True), "(1 - p_t)^gamma is missing"),
         (focal_variant(mean=True), "sum over every location and class"),
         (focal_variant(naive_log=True), "underflows to -inf"),
+        (focal_indexing_background, "marks the LAST class"),
     ]),
     "check_lr_factor": (lr_factor, [
         (lr_variant(strict=True), "drops AT the milestone step"),
@@ -299,10 +304,299 @@ def test_a_stub_is_not_done_yet_and_a_crash_is_reported(capsys):
     assert "raised IndexError" in out and "boxes" in out and "Traceback" not in out
 
 
-def test_a_function_that_edits_its_input_does_not_spoil_the_next_case(capsys):
+# ------------------------------------------------------------------ beyond the maths: the kinds
+# of mistake that no hint names. Each kind is tried on several checks, with wrong versions
+# written for these tests (not the checks' own list).
+
+def failed(check, fn, capsys) -> str:
+    """The report of a check that must fail; it must also be short and free of tracebacks."""
+    assert check(fn) is False
+    out = capsys.readouterr().out
+    assert " FAILED on " in out or "not done yet" in out, out
+    assert "Traceback" not in out
+    assert len(out.splitlines()) <= 12 and max(map(len, out.splitlines())) <= 400, out
+    return out
+
+
+def test_a_piece_that_loses_its_gradient_fails(capsys):
+    item = lambda x, y, **k: focal_right(x, y, **k).item()                 # noqa: E731
+    out = failed(checks.check_focal_loss, item, capsys)
+    assert "0-d" in out and ".item()" in out
+    detached = lambda x, y, **k: focal_right(x, y, **k).detach()           # noqa: E731
+    out = failed(checks.check_focal_loss, detached, capsys)
+    assert "carries no gradient" in out and "learns nothing" in out
+    rebuilt = lambda x, y, **k: torch.tensor(focal_right(x, y, **k).item())  # noqa: E731
+    assert "carries no gradient" in failed(checks.check_focal_loss, rebuilt, capsys)
+
+    def weight_detached(logits, labels, alpha=0.25, gamma=2.0):      # same value, other grad
+        t = torch.zeros_like(logits)
+        t[labels >= 0, labels[labels >= 0]] = 1
+        p = logits.sigmoid()
+        p_t = torch.where(t == 1, p, 1 - p)
+        a_t = torch.where(t == 1, alpha, 1 - alpha)
+        ce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+        return (a_t * ((1 - p_t) ** gamma).detach() * ce).sum()
+
+    assert "gradient of input 1 is not" in failed(checks.check_focal_loss, weight_detached,
+                                                   capsys)
+
+    def top_down_detached(ls):
+        out = [ls[-1]]
+        for lat in reversed(ls[:-1]):
+            out.insert(0, lat + F.interpolate(out[0].detach(), size=lat.shape[-2:]))
+        return out
+
+    assert "gradient" in failed(checks.check_top_down, top_down_detached, capsys)
+    numpy_decode = lambda d, p, s: torch.from_numpy(                          # noqa: E731
+        decode_boxes(d, p, s).detach().numpy().copy())
+    assert "carries no gradient" in failed(checks.check_decode, numpy_decode, capsys)
+
+
+def test_a_function_that_edits_its_inputs_fails_on_the_first_case_naming_the_input(capsys):
     def centerness_in_place(ltrb):
         right = centerness_target(ltrb.clone())
-        ltrb.zero_()
+        ltrb.clamp_(max=1.0)
         return right
 
-    assert checks.check_centerness(centerness_in_place) is True
+    out = failed(checks.check_centerness, centerness_in_place, capsys)
+    assert "changed its input `ltrb` in place" in out and "a point at the centre" in out
+
+    def assign_shifting_levels(levels, boxes, ranges):               # right answer, edits
+        answer = assign_right([p.clone() for p in levels], boxes, ranges)
+        for points in levels:
+            points += 0.5
+        return answer
+
+    out = failed(checks.check_assign, assign_shifting_levels, capsys)
+    assert "FAILED on a point exactly on a box's side" in out      # the first case, not later
+    assert "changed its input `levels`" in out
+
+    def top_down_into_the_list(ls):
+        merged = FPN([4, 4, 4], 4).top_down(ls)
+        ls[0] = merged[0]                                              # rebinds the caller's item
+        return merged
+
+    assert "changed its input `laterals`" in failed(checks.check_top_down,
+                                                    top_down_into_the_list, capsys)
+
+    def top_down_add_(ls):                                              # in place on a leaf
+        out = [ls[-1]]
+        for lat in reversed(ls[:-1]):
+            out.insert(0, lat.add_(F.interpolate(out[0], size=lat.shape[-2:])))
+        return out
+
+    assert "in place" in failed(checks.check_top_down, top_down_add_, capsys)
+
+    def ap_sorting_in_place(recall, precision):
+        np.maximum.accumulate(precision[::-1], out=precision[::-1])
+        return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+    assert "changed its input `precision`" in failed(checks.check_average_precision,
+                                                     ap_sorting_in_place, capsys)
+
+
+@pytest.mark.parametrize("name, wrong, expected_words", [
+    ("check_voc_to_xyxy", lambda b: torch.from_numpy(voc_to_xyxy(b).numpy().astype(np.float64)),
+     "float64: computed in NumPy"),
+    ("check_voc_to_xyxy", lambda b: torch.cat([b[:, :2] - 1, b[:, 2:]], 1), "got int64"),
+    ("check_voc_to_xyxy", lambda b: voc_to_xyxy(b).numpy(), "NumPy"),
+    ("check_feature_sizes", lambda h, w: [(math.ceil(h / s) * 1.0, math.ceil(w / s) * 1.0)
+                                          for s in (8, 16, 32)], "Python int"),
+    ("check_feature_sizes", lambda h, w: torch.tensor(ceil_sizes(h, w)), "list of 3"),
+    ("check_locations", lambda h, w, s, o: level_locations(h, w, s, o).double(), "float64"),
+    ("check_centerness", lambda d: centerness_target(d).numpy(), "NumPy"),
+    ("check_box_iou", lambda a, b: box_iou(a, b).tolist(), "Python list"),
+    ("check_nms", lambda *a: batched_nms(*a).int(), "int32"),
+    ("check_nms", lambda *a: batched_nms(*a).tolist(), "Python list"),
+    ("check_nms", lambda *a: torch.tensor(batched_nms(*a).tolist()) if len(a[0]) else
+     torch.tensor([]), "empty"),
+    ("check_average_precision", lambda r, p: torch.tensor(ap_right(r, p)), "Python float"),
+    ("check_average_precision", lambda r, p: np.float32(ap_right(r, p)), "float(...)"),
+    ("check_average_precision", lambda r, p: np.array([ap_right(r, p)]), "NumPy"),
+    ("check_lr_factor", lambda step, cfg: torch.tensor(lr_factor(step, cfg)), "Python float"),
+    ("check_focal_loss", lambda x, y, **k: focal_right(x, y, **k).double(), "float64"),
+    ("check_focal_loss", lambda x, y, **k: focal_right(x, y, **k).reshape(1), "0-d"),
+])
+def test_a_wrong_type_is_named_before_any_maths(name, wrong, expected_words, capsys):
+    out = failed(getattr(checks, name), wrong, capsys)
+    assert expected_words in out, out
+    spec = checks.SPECS[name]()
+    assert "the result must be " + spec.returns in out
+    maths = {c.hint for c in spec.cases if c.hint} | {spec.hint} | {m.hint for m in spec.mistakes}
+    assert not any(h in out for h in maths), out
+
+
+@pytest.mark.parametrize("name, wrong", [
+    ("check_box_iou", lambda a, b: box_iou(a, b) if len(a) and len(b) else torch.zeros(1, 1)),
+    ("check_box_iou", lambda a, b: box_iou(a, b) / box_iou(a, b).max().clamp(min=1)),
+    ("check_average_precision", lambda r, p: ap_right(r, p) if len(r) else float(p[0])),
+    ("check_encode", lambda b, p, s: encode_boxes(b, p, s) if len(b) else torch.zeros(1, 4)),
+    ("check_centerness", lambda d: centerness_target(d) if len(d) else torch.ones(1)),
+    ("check_focal_loss", lambda x, y, **k: focal_right(x, y, **k) / max(len(y), 1) * len(y)
+     if len(y) else x.sum() * float("nan")),
+    ("check_assign", lambda lv, b, r: assign_right(lv, b, r) if all(len(p) for p in lv)
+     else torch.cat(lv).new_full((0,), -1).long()),
+])
+def test_empty_inputs_are_tried(name, wrong, capsys):
+    out = failed(getattr(checks, name), wrong, capsys)
+    assert any(w in out for w in ("no boxes", "no detections", "no locations", "none",
+                                  "without points")), out
+
+
+@pytest.mark.parametrize("name, wrong, hint", [
+    ("check_assign", assign_variant(closed=True), "open"),
+    ("check_lr_factor", lambda step, cfg: lr_variant()(step, cfg) if step != 32 or
+     cfg.steps != 47 else lr_factor(31, cfg), "int(0.7 * 47) = 32"),
+    ("check_lr_factor", lambda step, cfg: (lr_factor(step, cfg) if cfg.steps != 47 else
+     lr_factor(step, cfg) * (2 if step == 32 else 1)), "rounded DOWN"),
+])
+def test_both_ends_of_every_range(name, wrong, hint, capsys):
+    assert hint in failed(getattr(checks, name), wrong, capsys)
+
+
+def test_a_closed_lower_size_bound_is_caught(capsys):
+    def lower_closed(levels, boxes, ranges):
+        points = torch.cat(levels)
+        lo = torch.cat([torch.full((len(p),), r[0]) for p, r in zip(levels, ranges)])
+        hi = torch.cat([torch.full((len(p),), r[1]) for p, r in zip(levels, ranges)])
+        out = torch.full((len(points),), -1, dtype=torch.long)
+        for i, (x, y) in enumerate(points.tolist()):
+            best = math.inf
+            for m, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+                d = (x - x0, y - y0, x1 - x, y1 - y)
+                area = (x1 - x0) * (y1 - y0)
+                if min(d) > 0 and lo[i] <= max(d) < hi[i] and area < best:
+                    out[i], best = m, area
+        return out
+
+    out = failed(checks.check_assign, lower_closed, capsys)
+    assert "LOWER bound" in out and "open at its LOWER end" in out
+
+
+@pytest.mark.parametrize("size", ["perimeter", "longer", "width"])
+def test_smallest_box_means_smallest_area(size, capsys):
+    def assign(levels, boxes, ranges):
+        points = torch.cat(levels)
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        key = {"perimeter": 2 * (w + h), "longer": torch.maximum(w, h), "width": w}[size]
+        out = []
+        for (x, y), (lo, hi) in zip(points.tolist(), [r for p, r in zip(levels, ranges)
+                                                      for _ in range(len(p))]):
+            d = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x,
+                             boxes[:, 3] - y], 1) if len(boxes) else torch.zeros(0, 4)
+            ok = (d.amin(1) > 0) & (d.amax(1) > lo) & (d.amax(1) < hi)
+            out.append(int(torch.where(ok, key, math.inf).argmin()) if ok.any() else -1)
+        return torch.tensor(out, dtype=torch.long)
+
+    out = failed(checks.check_assign, assign, capsys)
+    assert "smallest AREA wins" in out
+
+
+def test_nms_chain_only_kept_boxes_suppress(capsys):
+    def nms_against_all_better(boxes, scores, labels, t):
+        order = scores.argsort(descending=True)
+        keep = []
+        for rank, i in enumerate(order.tolist()):
+            better = [k for k in order[:rank].tolist() if labels[k] == labels[i]]
+            if better and (box_iou(boxes[i][None], boxes[better]) > t).any():
+                continue
+            keep.append(i)
+        return torch.tensor(keep, dtype=torch.long)
+
+    out = failed(checks.check_nms, nms_against_all_better, capsys)
+    assert "a chain" in out and "only a KEPT box removes others" in out
+
+
+def test_nearest_exact_is_named(capsys):
+    def exact(ls):
+        out = [ls[-1]]
+        for lat in reversed(ls[:-1]):
+            out.insert(0, lat + F.interpolate(out[0], size=lat.shape[-2:], mode="nearest-exact"))
+        return out
+
+    out = failed(checks.check_top_down, exact, capsys)
+    assert "nearest-exact" in out and "odd sizes" in out     # passes the square maps, not 7x5
+
+
+def test_a_report_names_the_first_difference_and_stays_short(capsys):
+    def one_wrong_point(h, w, s, o):
+        points = level_locations(h, w, s, o)
+        if len(points) > 12:
+            points[13, 1] += 1
+        return points
+
+    out = failed(checks.check_locations, one_wrong_point, capsys)
+    assert "1 of 32 differ, the first at [13, 1]" in out
+    assert "flat values 23..31" in out                       # shown around index 27
+
+    def numpy_sizes(h, w):                                     # a big NumPy result, wrong
+        return np.arange(250.0)
+
+    assert "NumPy" in failed(checks.check_feature_sizes, numpy_sizes, capsys)
+
+
+def test_every_case_has_a_hint():
+    for name, build in checks.SPECS.items():
+        spec = build()
+        assert spec.hint and spec.returns, name
+        assert all(case.hint or spec.hint for case in spec.cases), name
+
+
+def test_a_wrong_random_case_gets_the_contract_as_hint(capsys):
+    def wrong_on_many(d):                                          # right on the hand cases
+        out = centerness_target(d)
+        return out * 0.5 if len(d) > 4 else out
+
+    out = failed(checks.check_centerness, wrong_on_many, capsys)
+    assert "eight random points" in out and "hint: centerness = sqrt(min(l, r)" in out
+
+
+def test_a_stub_is_not_done_yet_and_a_crash_is_reported(capsys):
+    def stub(*args):
+        raise NotImplementedError("your turn")
+
+    assert checks.check_centerness(stub) is False
+    assert capsys.readouterr().out.strip() == (
+        "check_centerness: not done yet (your function still raises NotImplementedError).")
+    assert checks.check_nms(lambda *args: args[0][100]) is False
+    out = capsys.readouterr().out
+    assert "raised IndexError" in out and "boxes" in out and "Traceback" not in out
+
+
+STUDENT_CELL = '''
+def box_iou(boxes1, boxes2):
+    raise NotImplementedError("{stub}")
+
+def nms(boxes, scores, labels, iou_threshold):
+    keep = []
+    for i in scores.argsort(descending=True).tolist():
+        rivals = [k for k in keep if labels[k] == labels[i]]
+        if rivals and (box_iou(boxes[i:i + 1], boxes[rivals]) {op} iou_threshold).any():
+            continue
+        keep.append(i)
+    return torch.tensor(keep, dtype=torch.long)
+'''
+
+
+@pytest.mark.parametrize("op", [">", ">="])
+def test_a_check_is_not_hidden_by_another_exercises_stub(op, capsys):
+    from fcos_lib.checks.core import STUB_MESSAGE
+    namespace = {"torch": torch}
+    exec(STUDENT_CELL.format(stub=STUB_MESSAGE, op=op), namespace)
+    assert checks.check_nms(namespace["nms"]) is False
+    out = capsys.readouterr().out
+    if op == ">":
+        assert f"all {len(checks.SPECS['check_nms']().cases)} cases pass with the library's box_iou standing in" in out
+    else:
+        assert "FAILED on an IoU exactly at the threshold" in out and "ABOVE" in out
+    assert "your function still raises" not in out
+    with pytest.raises(NotImplementedError):                    # the student's own is untouched
+        namespace["box_iou"](torch.zeros(1, 4), torch.zeros(1, 4))
+
+
+def test_examples_for_the_student_copies_are_real_cases():
+    from fcos_lib.checks.core import example
+    lines = example(checks.SPECS["check_centerness"]())
+    assert lines[0] == "Example (a point at the centre of its box):"
+    assert lines[1].split("=", 1)[1].strip().startswith("[[2, 2, 2, 2]]")
+    assert lines[-1].split()[:2] == ["returns", "[1]"]

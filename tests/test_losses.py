@@ -13,6 +13,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from fcos_lib import losses as losses_module
 from fcos_lib.losses import fcos_loss, focal_loss, focal_loss_plain, num_positives
+from fcos_lib.pieces import flat
 from fcos_lib.targets import assign_targets, default_size_ranges, pad_targets
 from fcos_lib.torchvision_port import from_torchvision
 
@@ -312,7 +313,7 @@ def test_plain_focal_loss_equals_the_fast_one_and_torchvision(alpha, gamma):
     on its one-hot targets: one value and one gradient (float64)."""
     levels, labels = focal_inputs(torch.Generator().manual_seed(6), torch.float64)
     values, grads = [], []
-    for fn in (focal_loss_plain, focal_loss, torchvision_focal):
+    for fn in (flat(focal_loss_plain), focal_loss, torchvision_focal):
         leaves = [lv.detach().clone().requires_grad_() for lv in levels]
         value = fn(leaves, labels, alpha, gamma)
         values.append(value.item())
@@ -321,9 +322,10 @@ def test_plain_focal_loss_equals_the_fast_one_and_torchvision(alpha, gamma):
     assert values[0] == pytest.approx(values[2], rel=1e-9)   # plain == torchvision
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-7, atol=1e-12)
     # and it is the focal loss: with a wrong alpha or gamma the value moves
-    assert focal_loss_plain(levels, labels, 1 - alpha, gamma).item() != pytest.approx(values[0]) \
-        or alpha == 0.5
-    assert focal_loss_plain(levels, labels, alpha, gamma + 1).item() != pytest.approx(values[0])
+    assert flat(focal_loss_plain)(levels, labels, 1 - alpha, gamma).item() != pytest.approx(
+        values[0]) or alpha == 0.5
+    assert flat(focal_loss_plain)(levels, labels, alpha, gamma + 1).item() != pytest.approx(
+        values[0])
 
 
 def test_focal_loss_gradient_by_finite_differences():

@@ -113,7 +113,8 @@ def test_train_uses_the_pieces(tmp_path):
                     dataset_kwargs={"length": 8})
     runs, weights = {}, {}
     for name, pieces in (("library", None),
-                         ("plain", Pieces(assign=assign_targets_plain, focal=focal_loss_plain)),
+                         ("plain", from_student(assign=assign_targets_plain,
+                                               focal_loss=focal_loss_plain)),
                          ("student", from_student(assign=assign, focal_loss=focal_loss, nms=nms))):
         cfg = get_preset("shapes", out=str(tmp_path / name), **settings)
         train(cfg, pieces=pieces, progress=False)

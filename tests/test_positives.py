@@ -5,7 +5,7 @@ import math
 import torch
 
 from fcos_lib.positives import best_possible_recall
-from fcos_lib.targets import assign_targets_plain, default_size_ranges, pad_targets
+from fcos_lib.targets import assign_targets_plain, default_size_ranges
 
 STRIDES = [8, 16, 32]
 
@@ -33,8 +33,8 @@ def restated(targets, levels, strides, radius):
     ranges = default_size_ranges(strides)
     count = 0
     for t in targets:
-        boxes, labels = pad_targets([t], 10)
-        matched = assign_targets_plain(boxes, labels, levels, strides, ranges, radius)[0]
+        matched = assign_targets_plain(levels, t["boxes"], ranges, strides=strides,
+                                       center_sampling_radius=radius)
         count += len(set(matched[matched >= 0].tolist()))
     return count
 

@@ -64,5 +64,19 @@ def test_every_notebook_has_an_exercise_and_its_copy_none_of_the_solutions(path)
     # The Colab badge opens the student copy; the prose points back to the solutions.
     badge = f"/blob/main/notebooks/student/{path.name})"
     prose = "\n".join(line for line in title.split("\n") if "Open in Colab" not in line)
-    assert badge in title and f"/notebooks/{path.name})" not in title
-    assert f"[../{path.name}](../{path.name})" in prose and "student/" not in prose
+    badge_line = next(line for line in title.split("\n") if "Open in Colab" in line)
+    assert badge in badge_line and f"/notebooks/{path.name})" not in badge_line
+    solutions = (f"[{path.name}](https://colab.research.google.com/github/"
+                 f"{make_student.repository().removeprefix('https://github.com/')}"
+                 f"/blob/main/notebooks/{path.name})")     # a link that works on Colab too
+    assert solutions in prose and "student/" not in prose and "](../" not in prose
+    # A worked example above every stub: a real case of the check the cell runs.
+    for cell in copy.cells:
+        for check, function in make_student.CHECK_CALL.findall(cell.source):
+            head = cell.source.split(f"\ndef {function}(")[0].split("\n")
+            example = make_student.example(make_student.SPECS[check]())
+            assert head[-len(example):] == ["# " + line for line in example], (check, head)
+    # The library's answer right after an exercise is folded in the copy, open in the original.
+    for before, cell, original_cell in zip(copy.cells, copy.cells[1:], original.cells[1:]):
+        if make_student.STUB in before.source and "show_source(" in cell.source:
+            assert "folded=True" in cell.source and "folded" not in original_cell.source

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fcos_lib import targets as T
+from fcos_lib.pieces import batched
 from fcos_lib.targets import (assign_targets, assign_targets_plain, centerness_target,
                               decode_boxes, default_size_ranges, encode_boxes, gather_targets,
                               pad_targets)
@@ -40,7 +41,7 @@ def positives_per_level(matched, levels):
 def assign(request):
     """Each hand-worked case runs on both assignments: the one training uses and the plain
     one notebook 05 teaches."""
-    return {"fast": assign_targets, "plain": assign_targets_plain}[request.param]
+    return {"fast": assign_targets, "plain": batched(assign_targets_plain)}[request.param]
 
 
 def assign_one(assign, boxes, size=64, radius=None, labels=None, width=None):
@@ -190,7 +191,7 @@ def test_fast_equals_plain_on_five_levels_and_many_boxes(radius, counts):
         targets.append({"boxes": b, "labels": torch.randint(0, 4, (n,), generator=gen)})
     boxes, labels = pad_targets(targets, num_classes=4)
     ours = assign_targets(boxes, labels, levels, strides, ranges, radius)
-    plain = assign_targets_plain(boxes, labels, levels, strides, ranges, radius)
+    plain = batched(assign_targets_plain)(boxes, labels, levels, strides, ranges, radius)
     assert torch.equal(ours, plain)
     sizes = [len(p) for p in levels]
     assert all((part >= 0).any() for part in ours[0].split(sizes)[:3])  # boxes on P3-P5

@@ -12,20 +12,36 @@ A solution sits in a code cell between two marker lines, as nbgrader writes them
 The markers, and every line between them, become one ``raise NotImplementedError(...)`` at the
 marker's indentation. nbgrader's own preprocessor does the same, but needs nbgrader with its
 database and server extension installed; this is the one step of it the series uses.
+
+Above each stubbed function the copy prints a worked example, a real case of the check that
+the cell calls on it (``fcos_lib.checks.SPECS``), as comments: its inputs and what the
+function must return. A ``show_source`` cell right after an exercise shows the library's
+version, which is the answer: in the copy it is folded away until the student opens it.
+Links to the solutions point at their Colab page, which works wherever the copy is opened.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import nbformat
 
+from fcos_lib.checks import SPECS
+from fcos_lib.checks.core import STUB_MESSAGE, example
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sync_setup import repository  # noqa: E402  (a sibling script, not a package)
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-STUB = 'raise NotImplementedError("your turn: write this function, then run the check")'
+STUB = f'raise NotImplementedError("{STUB_MESSAGE}")'
 POINTER = "> **Your turn**"
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, TARGET = ROOT / "notebooks", ROOT / "notebooks" / "student"
+CHECK_CALL = re.compile(r"\b(check_\w+)\((\w+)\)")
+ANSWER = re.compile(r"^show_source\((\w[\w.]*)\)$", re.MULTILINE)
+FOLDED = "# The library's version is the answer: folded until you open it (after your check)."
 
 
 def strip_solutions(source: str) -> str:
@@ -56,20 +72,40 @@ def strip_solutions(source: str) -> str:
     return "\n".join(out)
 
 
+def with_examples(source: str) -> str:
+    """``source`` with a worked example, as comments, above each function that the cell
+    hands to a check: the check's first case, its inputs and the answer."""
+    for check, function in CHECK_CALL.findall(source):
+        if check not in SPECS:
+            continue
+        lines = ["# " + line for line in example(SPECS[check]())]
+        source = re.sub(rf"^def {function}\(", "\n".join(lines) + f"\ndef {function}(",
+                        source, count=1, flags=re.MULTILINE)
+    return source
+
+
 def student_copy(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
-    """The student copy of notebook ``nb`` (file name ``name``): solutions stubbed, outputs
-    and execution counts cleared, no compared outputs, the title cell pointing back and its
-    Colab badge opening the copy."""
+    """The student copy of notebook ``nb`` (file name ``name``): solutions stubbed with a
+    worked example above each, outputs and execution counts cleared, no compared outputs,
+    the library's answer right after an exercise folded, the title cell pointing back and
+    its Colab badge opening the copy."""
     copy = nbformat.from_dict(nb)
     copy.metadata.pop("widgets", None)
+    after_exercise = False
     for cell in copy.cells:
         if cell.cell_type == "code":
-            lines = strip_solutions(cell.source).split("\n")
+            exercise = BEGIN in cell.source
+            source = with_examples(cell.source) if exercise else cell.source
+            lines = strip_solutions(source).split("\n")
             cell.source = "\n".join(l for l in lines if l.strip() != "# NBVAL_CHECK_OUTPUT")
+            if after_exercise and ANSWER.search(cell.source):
+                cell.source = FOLDED + "\n" + ANSWER.sub(r"show_source(\1, folded=True)",
+                                                         cell.source)
+            after_exercise = exercise
             cell.outputs, cell.execution_count = [], None
         elif cell.source.lstrip().startswith("#") and POINTER in cell.source:
-            cell.source = _point_back(cell.source, name).replace(
-                f"/blob/main/notebooks/{name})", f"/blob/main/notebooks/student/{name})")
+            cell.source = _point_back(cell.source.replace(      # the badge opens the copy
+                f"/blob/main/notebooks/{name})", f"/blob/main/notebooks/student/{name})"), name)
     return copy
 
 
@@ -80,9 +116,11 @@ def _point_back(source: str, name: str) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith(POINTER))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith(">")),
                len(lines))
+    owner_name = repository().removeprefix("https://github.com/")
+    solutions = f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/{name}"
     quote = [f"{POINTER}: this is the student copy. Write each function where it raises",
-             "> `NotImplementedError`, then run the check under it. The solutions are in",
-             f"> [../{name}](../{name})."]
+             "> `NotImplementedError` (a worked example sits above it), then run the check "
+             "under it.", f"> The solutions are in [{name}]({solutions})."]
     return "\n".join(lines[:start] + quote + lines[end:])
 
 

@@ -2,9 +2,11 @@
 random cases against the library, and says at once whether it is right.
 
 ``check_centerness(my_centerness)`` prints one line when every case passes and returns True.
-On the first wrong answer it prints that case (inputs, expected, received) and a hint naming
-the likely mistake ("missing the square root?"), and returns False; a function that still
-raises ``NotImplementedError`` gets a "not done yet" line. A check never raises.
+On the first wrong answer it prints that case (inputs, expected, received, the problem) and a
+hint naming the likely mistake ("missing the square root?"), and returns False. It also
+fails a function that edits its inputs, returns another type or dtype than promised, or (for
+the pieces that training differentiates) loses the gradient; a function that still raises
+``NotImplementedError`` gets a "not done yet" line. A check never raises.
 
 ==========  =======================================================================
 notebook    checks
@@ -18,13 +20,19 @@ notebook    checks
 06          :func:`check_lr_factor`
 07          :func:`check_box_iou`, :func:`check_nms`, :func:`check_average_precision`
 ==========  =======================================================================
+
+``SPECS`` maps each check's name to the function that builds its cases (the student copies
+print a worked example from them).
 """
+from fcos_lib.checks import early, losses, results, targets
 from fcos_lib.checks.early import (check_feature_sizes, check_locations, check_top_down,
                                    check_voc_to_xyxy)
+from fcos_lib.checks.losses import check_focal_loss
 from fcos_lib.checks.results import (check_average_precision, check_box_iou, check_lr_factor,
                                      check_nms)
-from fcos_lib.checks.targets import (check_assign, check_centerness, check_decode, check_encode,
-                                     check_focal_loss)
+from fcos_lib.checks.targets import check_assign, check_centerness, check_decode, check_encode
+
+SPECS = {**early.SPECS, **targets.SPECS, **losses.SPECS, **results.SPECS}
 
 __all__ = ["check_voc_to_xyxy", "check_feature_sizes", "check_top_down", "check_locations",
            "check_encode", "check_decode", "check_centerness", "check_assign", "check_focal_loss",
