@@ -14,6 +14,8 @@ import pickle
 import random
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,98 @@ def load_checkpoint(path: str | os.PathLike,
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError, pickle.UnpicklingError,
             zipfile.BadZipFile, MemoryError, OSError) as err:
         raise CheckpointError(_explain(err, path, device)) from None
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{path} is not an fcos_lib training checkpoint "
-                              f"(it needs the keys {REQUIRED_KEYS})")
+    check_layout(state, path, deep=False)
     return state
+
+
+def _first(keys, count: int = 3) -> str:
+    """A few of ``keys``, for a message: ``'a', 'b', 'c' and 4 more``."""
+    keys = [str(k) for k in keys]
+    more = f" and {len(keys) - count} more" if len(keys) > count else ""
+    return ", ".join(repr(k) for k in keys[:count]) + more
+
+
+NOT_OURS = ("point to a checkpoint.pt written by `python -m fcos_lib train` (or train one: "
+            "python -m fcos_lib train --preset shapes --out DIR)")
+
+
+def check_layout(state: Any, path: str | os.PathLike, deep: bool = True) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` is laid out as a training run writes
+    it: the keys :data:`REQUIRED_KEYS`, and with ``deep``, ``model`` a dict of tensors and
+    ``config`` a dict with ``train`` and ``model`` (dicts) and ``class_names`` (a list). The
+    message names what is missing and the keys the file has instead (another program's file).
+
+    >>> check_layout({"state_dict": {}, "epoch": 3}, "x.pt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fcos_lib.checkpoint.CheckpointError: x.pt is not an fcos_lib training checkpoint: it has
+    no 'model', 'step', 'config' (it has 'epoch', 'state_dict'); point to a checkpoint.pt ...
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an fcos_lib training checkpoint: it holds a "
+                              f"{type(state).__name__}, not a dict; {NOT_OURS}")
+    missing, where, has = [k for k in REQUIRED_KEYS if k not in state], "it", sorted(state)
+    if deep and not missing:
+        config, weights = state["config"], state["model"]
+        if not isinstance(config, dict):
+            missing = ["config (a dict)"]
+        else:
+            missing = [f"config[{k!r}]" for k, kind in (("train", dict), ("model", dict),
+                                                         ("class_names", list))
+                       if not isinstance(config.get(k), kind)]
+            where, has = ("its config", sorted(config)) if missing else (where, has)
+        if not missing and not (isinstance(weights, dict) and all(
+                isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items())):
+            missing = ["model (a dict of tensors)"]
+    if missing:
+        raise CheckpointError(f"{path} is not an fcos_lib training checkpoint: it has no "
+                              f"{_first(missing)} ({where} has {_first(has, 5) or 'nothing'}); "
+                              f"{NOT_OURS}")
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor],
+                 path: str | os.PathLike) -> None:
+    """``module.load_state_dict(weights)``, or a one-line :class:`CheckpointError` naming the
+    first few missing, unexpected and misshapen keys when they do not fit (a checkpoint of
+    an older layout, a renamed module, another program's weights)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    misshapen = [f"{k} {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the model"
+                 for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+    problems = [f"{len(keys)} {what}: {_first(keys) if what != 'of another shape' else keys[0]}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                   ("of another shape", misshapen)) if keys]
+    if problems:
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model its config describes ("
+            f"{'; '.join(problems)}): it was written by another version of fcos_lib or "
+            "another program; load it with the version that wrote it, or train again "
+            "(python -m fcos_lib train)")
+    module.load_state_dict(weights)
+
+
+RESUME_KEYS = ("optimizer", "scheduler", "rng")
+
+
+@contextmanager
+def resuming(state: dict[str, Any], path: str | os.PathLike) -> Iterator[None]:
+    """Around loading a checkpoint's training states (optimizer, schedule, random state):
+    a checkpoint without them, or whose states do not fit this run (another program's,
+    another version's), becomes one :class:`CheckpointError` saying what to do."""
+    lacking = [k for k in RESUME_KEYS if k not in state]
+    fix = ("use it with predict or evaluate, or start a new run in another --out folder "
+           "(python -m fcos_lib train --out DIR)")
+    if lacking:
+        raise CheckpointError(f"cannot resume {path}: it has no {_first(lacking)} (it holds "
+                              f"{_first(sorted(state), 6)}), only what a finished model "
+                              f"needs; {fix}")
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        said = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"cannot resume {path}: its training states do not fit this run "
+                              f"({type(err).__name__}: {said}); it was written by another "
+                              f"version of fcos_lib or another program; {fix}") from None

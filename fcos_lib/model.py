@@ -222,11 +222,25 @@ class FCOS(nn.Module):
             ``model`` (the ``FCOSConfig`` as a dict), ``class_names`` and ``step``.
 
         Raises:
-            fcos_lib.checkpoint.CheckpointError: no checkpoint there, or not a readable one.
+            fcos_lib.checkpoint.CheckpointError: no checkpoint there, not a readable one,
+                not laid out as ours, or weights that do not fit its config; the message
+                names what is missing or unexpected.
         """
+        from dataclasses import fields
+
+        from fcos_lib.checkpoint import CheckpointError, check_layout, load_weights
+
         state = load_checkpoint(path, map_location or "cpu")
+        check_layout(state, path)       # a run's config and weights, not another program's
         config = state["config"]
-        # The weights are in the file: nothing to download.
-        model = cls.from_config({**config["model"], "pretrained": False})
-        model.load_state_dict(state["model"])
+        try:      # the weights are in the file: nothing to download
+            model = cls.from_config({**config["model"], "pretrained": False})
+        except (TypeError, ValueError) as err:     # a field renamed or gone since
+            known = {f.name for f in fields(FCOSConfig)}
+            odd = sorted(set(config["model"]) - known)
+            what = f"settings this version does not know: {odd[:3]}" if odd else str(err)
+            raise CheckpointError(f"the model config in {path} has {what}; it was written by "
+                                  "another version of fcos_lib: load it with that version, or "
+                                  "train again (python -m fcos_lib train)") from None
+        load_weights(model, state["model"], path)
         return model.to(map_location or "cpu").eval(), {**config, "step": state["step"]}

@@ -20,11 +20,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from fcos_lib.data.transforms import normalize
+from fcos_lib.data.transforms import normalize, rgb_pixels
 
 __all__ = ["read_photo", "letterbox", "boxes_to_photo", "detect_photo", "sample_photo",
            "draw_photo", "as_record", "record_json", "as_coco_results"]
@@ -34,7 +33,8 @@ MAX_ASPECT = 4
 
 def read_photo(photo) -> Tensor:
     """A photo as uint8 (3, H, W) RGB, upright as a viewer shows it (its EXIF orientation
-    applied, as phones record it).
+    applied, as phones record it). Any mode Pillow opens is taken, 16-bit, greyscale,
+    palette, CMYK, with transparency: see :func:`fcos_lib.data.transforms.rgb_pixels`.
 
     Args:
         photo: a path, the bytes of a file (an upload), a PIL image, or uint8 (3, H, W).
@@ -52,24 +52,28 @@ def read_photo(photo) -> Tensor:
         return photo
     name = "the uploaded file" if isinstance(photo, (bytes, bytearray, memoryview)) else str(
         getattr(photo, "filename", "") or photo)
+    if not isinstance(photo, (Image.Image, bytes, bytearray, memoryview)) and not Path(
+            photo).is_file():
+        raise ValueError(f"{photo}: no such file")
     try:
         if isinstance(photo, Image.Image):
             image = photo
         elif isinstance(photo, (bytes, bytearray, memoryview)):
             image = Image.open(io.BytesIO(bytes(photo)))
         else:
-            if not Path(photo).is_file():
-                raise ValueError(f"{photo}: no such file")
             image = Image.open(photo)
         with image:
-            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            pixels = rgb_pixels(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as error:
         raise ValueError(f"{name}: too large to decode safely ({error}); shrink it first, e.g. "
                          "to 2000 pixels on its longer side") from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{name}: not an image Pillow can read (JPEG, PNG, ...): {error}"
                          ) from None
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+    except ValueError as error:     # a mode with no way to RGB
+        raise ValueError(f"{name}: its pixels ({error}) do not convert to RGB: save it as an "
+                         "RGB JPEG or PNG") from None
+    return pixels
 
 
 def letterbox(pixels: Tensor, size: int, multiple: int = 32) -> tuple[Tensor, float]:
@@ -155,7 +159,7 @@ def sample_photo(dataset: str = "shapes", root: str | Path = "data") -> Path:
     if not split.is_file():
         raise FileNotFoundError(f"no VOC 2007 in {folder}: download it with `python -m fcos_lib "
                                 f"download voc2007 --root {root}`, or pass a photo of your own")
-    return folder / "JPEGImages" / f"{split.read_text().split()[0]}.jpg"
+    return folder / "JPEGImages" / f"{split.read_text(encoding='utf-8-sig').split()[0]}.jpg"
 
 
 def draw_photo(pixels: Tensor, found: dict[str, Tensor], class_names: list[str], *,

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fcos_lib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fcos_lib.checkpoint import (check_layout, load_checkpoint, load_weights, resuming,
+                                 rng_state, save_checkpoint, set_rng_state)
 from fcos_lib.config import TrainConfig
 from fcos_lib.data import collate
 from fcos_lib.distributed import DistInfo, StepBatchSampler, any_process, barrier
-from fcos_lib.files import remove_leftovers
+from fcos_lib.files import folder_lock, remove_leftovers
 from fcos_lib.optim import amp_dtype, build_optimizer, lr_factor
 from fcos_lib.runlog import append_record, truncate_metrics
 
@@ -137,15 +139,17 @@ class Trainer:
         """Continue from ``<out>/checkpoint.pt``: every state, the step, the clock; with
         ``change_schedule``, this run's :data:`SCHEDULE_CHANGES` in place of the saved ones."""
         state = load_checkpoint(self.path, self.device)
+        check_layout(state, self.path)          # a run's config and weights, not another's
         saved = json.loads(json.dumps(state["config"]["train"]))    # tuples as lists
         check_same_run(self.cfg, saved, self.path, change_schedule)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.step = self.saved_step = int(state["step"])
+        with resuming(state, self.path):        # another program's: one line, not a trace
+            load_weights(self.model, state["model"], self.path)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.step = self.saved_step = int(state["step"])
         self.seconds = float(state.get("train_seconds", 0.0))
         changed = {k: [saved.get(k), v] for k, v in json.loads(json.dumps(asdict(self.cfg)))
                    .items() if k in SCHEDULE_CHANGES and v != saved.get(k)}
@@ -161,7 +165,13 @@ class Trainer:
     def run(self, resume: bool = False, change_schedule: bool = False) -> Path:
         """Train up to ``cfg.steps``; return the checkpoint's path. ``resume``: from the
         checkpoint if there is one; ``change_schedule``: allow the settings of
-        :data:`SCHEDULE_CHANGES` to differ from the checkpoint's."""
+        :data:`SCHEDULE_CHANGES` to differ from the checkpoint's. The folder is locked
+        meanwhile: a second process on it gets ``fcos_lib.files.FolderBusyError``."""
+        with folder_lock(self.out) if self.info.is_main else nullcontext():
+            return self._run(resume, change_schedule)
+
+    def _run(self, resume: bool, change_schedule: bool) -> Path:
+        """:meth:`run`, the folder held."""
         if self.path.exists() and not resume:
             raise FileExistsError(f"{self.path} exists: resume it (--resume, resume=True) or "
                                   "choose another output folder")

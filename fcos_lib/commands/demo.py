@@ -9,7 +9,9 @@
   validation images next to the ground truth.
 
 Running it again continues the run in ``--out`` (or just re-evaluates a finished one);
-``--fresh`` starts over.
+``--fresh`` starts over. A folder with some of these files but no run to continue (no
+``checkpoint.pt``: files of yours, say) is refused unless ``--overwrite``. The folder is
+locked while the demo runs: a second demo on it stops with a one-line error.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from fcos_lib.config import get_preset
 from fcos_lib.data import collate
 from fcos_lib.env import pick_device
 from fcos_lib.evaluate import evaluate_model
-from fcos_lib.files import write_atomic
+from fcos_lib.files import FolderBusyError, folder_lock, write_atomic
 from fcos_lib.model import FCOS
 from fcos_lib.train import build_datasets, train
 from fcos_lib.trainer import NonFiniteLossError
@@ -55,16 +57,34 @@ def draw_predictions(model: torch.nn.Module, dataset, path: Path, count: int = 8
 
 
 def run_demo(out: str | Path = "runs/demo", steps: int | None = None, device: str | None = None,
-             fresh: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or continue) the shapes preset in ``out``, evaluate, write the files above.
+             fresh: bool = False, progress: bool = True, overwrite: bool = False
+             ) -> dict[str, Any]:
+    """Train (or continue) the shapes preset in ``out``, evaluate, write the files above
+    (``fresh``: start over; ``overwrite``: replace them even where there is no run).
 
     Returns:
         The contents of ``metrics.json``.
     """
     out = Path(out)
+    with folder_lock(out):
+        return _run_demo(out, steps, device, fresh, progress, overwrite)
+
+
+OUTPUTS = ("checkpoint.pt", "metrics.jsonl", "metrics.json", "loss_curve.png",
+           "predictions.png")
+
+
+def _run_demo(out: Path, steps: int | None, device: str | None, fresh: bool, progress: bool,
+              overwrite: bool) -> dict[str, Any]:
+    """:func:`run_demo`, the folder held."""
+    found = [name for name in OUTPUTS if (out / name).exists()]
+    if found and not (out / "checkpoint.pt").exists() and not overwrite:
+        raise FileExistsError(f"{out} holds {', '.join(found)} but no run to continue "
+                              "(no checkpoint.pt): choose another --out, or pass --overwrite "
+                              "to replace them")
     if fresh:
-        for name in ("checkpoint.pt", "metrics.jsonl", "metrics.json"):
-            (out / name).unlink(missing_ok=True)
+        for name in found:
+            (out / name).unlink()
     overrides: dict[str, Any] = {"device": device}
     if steps is not None:
         overrides["steps"] = steps
@@ -101,13 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best here)")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the demo's files in --out even where there is no run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        m = run_demo(args.out, args.steps, args.device, args.fresh, not args.no_progress)
+        m = run_demo(args.out, args.steps, args.device, args.fresh, not args.no_progress,
+                     args.overwrite)
     except KeyboardInterrupt:
         return 130
-    except (NonFiniteLossError, CheckpointError, ValueError) as err:
+    except (NonFiniteLossError, CheckpointError, ValueError, FolderBusyError,
+            FileExistsError) as err:
         return error(err)
     except OSError as err:
         return os_error(err)

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import (add_model_arguments, error, load_trained, os_error,
-                                      positive_int)
+from fcos_lib.commands._common import (add_model_arguments, add_overwrite_argument,
+                                      check_outputs, error, load_trained, os_error, positive_int)
 from fcos_lib.data import build_dataset
 from fcos_lib.evaluate import METHODS, evaluate_model, format_table
 from fcos_lib.files import write_atomic
@@ -28,6 +28,16 @@ def _iou_argument(text: str) -> float | str:
     return value
 
 
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a table this command wrote (in an earlier run): it replaces those,
+    and no other file without ``--overwrite``."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and {"checkpoint", "dataset", "map", "per_class"} <= set(found)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m fcos_lib evaluate --checkpoint PATH --dataset shapes|voc2007-tiny``."""
     parser = argparse.ArgumentParser(prog="python -m fcos_lib evaluate",
@@ -41,11 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=positive_int, help="only the first N images")
     parser.add_argument("--root", default="data", help="where VOC lives (voc2007-tiny)")
     parser.add_argument("--out", help="write the table as JSON here")
+    add_overwrite_argument(parser)
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         return error(f"no checkpoint at {args.checkpoint}; train one with "
                      "`python -m fcos_lib train` or `make demo`")
     try:
+        if args.out:     # refused now, not after the evaluation
+            check_outputs([args.out], [args.checkpoint], args.overwrite, _ours)
         return _evaluate(args)
     except (CheckpointError, ValueError) as err:
         return error(err)
@@ -63,6 +76,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"the checkpoint knows the classes {list(config['class_names'])}, "
                          f"{args.dataset} has {list(dataset.class_names)}: evaluate on the "
                          "dataset it was trained on")
+    if args.out and hasattr(dataset, "sources"):      # a JSON written over an annotation...
+        check_outputs([args.out], dataset.sources(), overwrite=True)
     result = evaluate_model(model, dataset, max_images=args.max_images,
                             iou_threshold=args.iou, method=args.method)
     names = list(dataset.class_names)

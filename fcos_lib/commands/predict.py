@@ -6,6 +6,11 @@ and ``<name>_boxes.json`` (the boxes in the photo's pixels, class names and scor
 :func:`fcos_lib.photo.as_record`); with ``--coco-results FILE``, one COCO-style results file
 for them all. Two photos of one name (``a/x.jpg``, ``b/x.jpg``, ``x.png``) get ``x``,
 ``x-2``, ``x-3``; every line printed says which photo went where.
+
+Its pictures carry a PNG text chunk (``Software: fcos_lib predict``) and its JSON the record's
+fields, so that a later run knows its own outputs: it replaces them, but refuses to write
+over a file of yours of the same name (``cat_boxes.png``) unless given ``--overwrite``, and
+never writes over one of its photos or the checkpoint.
 """
 from __future__ import annotations
 
@@ -15,14 +20,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import Tensor
+
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import add_model_arguments, error, load_trained
+from fcos_lib.commands._common import (add_model_arguments, add_overwrite_argument,
+                                      check_outputs, error, load_trained)
 from fcos_lib.files import remove_leftovers, write_atomic
 from fcos_lib.photo import (as_coco_results, as_record, detect_photo, draw_photo, read_photo,
                             record_json)
-from fcos_lib.viz import png_bytes
 
 OUTPUT_SUFFIX = "_boxes"
+MARK = "fcos_lib predict"     # the Software text of the pictures it draws
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -52,7 +60,40 @@ def gather(inputs: Sequence[str], out: Path) -> list[Path]:
 
 def _ours(path: Path, out: Path) -> bool:
     """Whether ``path`` is a picture this command drew into ``out``."""
-    return path.name.endswith(OUTPUT_SUFFIX + ".png") and path.parent.resolve() == out.resolve()
+    return (path.name.endswith(OUTPUT_SUFFIX + ".png") and path.parent.resolve() == out.resolve()
+            and is_ours(path))
+
+
+def is_ours(path: Path) -> bool:
+    """Whether ``path`` is an output of this command (of this run or an earlier one): a PNG
+    it drew, the JSON record of a photo, or a COCO results file with its ``file_name``s."""
+    try:
+        if path.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return image.info.get("Software") == MARK
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if isinstance(found, dict):
+        return {"image", "checkpoint", "detections"} <= set(found)
+    return isinstance(found, list) and all(isinstance(r, dict) and {"image_id", "file_name"}
+                                           <= set(r) for r in found)
+
+
+def png_marked(pixels: Tensor) -> bytes:
+    """uint8 (3, H, W) as PNG bytes, marked as this command's (:data:`MARK`)."""
+    import io
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info, buffer = PngInfo(), io.BytesIO()
+    info.add_text("Software", MARK)
+    Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy()).save(buffer, format="PNG",
+                                                                        pnginfo=info)
+    return buffer.getvalue()
 
 
 def output_names(photos: Sequence[Path]) -> list[str]:
@@ -92,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--coco-results", metavar="FILE",
                         help="also write every photo's boxes to FILE as COCO results "
                              "(image_id: the photo's number from 1, category_id: label + 1)")
+    add_overwrite_argument(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.score_thresh < 1:
         return error(f"--score-thresh {args.score_thresh}: choose a score from 0 up to 1")
@@ -108,6 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "another's picture: choose another --out folder")
     if not Path(args.checkpoint).is_file():
         return error(f"no such checkpoint: {args.checkpoint}")
+    outputs = [out / f"{n}{OUTPUT_SUFFIX}{ext}" for n in names_out for ext in (".png", ".json")]
+    if args.coco_results and Path(args.coco_results).resolve() in {p.resolve() for p in outputs}:
+        return error(f"--coco-results {args.coco_results} is also one of the pictures' JSON "
+                     "files: name another file")
+    try:
+        check_outputs(outputs + ([Path(args.coco_results)] if args.coco_results else []),
+                      [*photos, Path(args.checkpoint)], args.overwrite, is_ours)
+    except ValueError as err:
+        return error(err)
     try:
         model, config = load_trained(args)
     except (CheckpointError, ValueError) as err:       # a broken file, a device not here
@@ -130,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            checkpoint=str(args.checkpoint), score_thresh=args.score_thresh,
                            shorter_side=size)
         drawn = draw_photo(pixels, found, names)
-        picture = write_atomic(out / f"{name}{OUTPUT_SUFFIX}.png", png_bytes(drawn))
+        picture = write_atomic(out / f"{name}{OUTPUT_SUFFIX}.png", png_marked(drawn))
         write_atomic(out / f"{name}{OUTPUT_SUFFIX}.json", record_json(record))
         results += as_coco_results(record, number)
         tqdm.write(f"{photo}: {len(found['boxes'])} boxes -> {picture} (and .json)")

@@ -6,12 +6,15 @@ wrong, and what happens then:
 - a mirror is down: the next one is tried; when all fail, the error lists why and says which
   file to place in which folder by hand;
 - the connection drops: the bytes so far stay in ``<archive>.part`` and the next call resumes
-  them with an HTTP Range request (a server that ignores Range sends the whole file again,
+  them with an HTTP Range request (while a download runs they are in ``<archive>.<pid>.part``,
+  its own; a killed download's is taken up by the next) (a server that ignores Range sends the whole file again,
   and the part file restarts from zero);
 - the archive is corrupt: its MD5 differs from the published one, the part file is deleted;
 - the archive is hostile (absolute paths, ``..``, links out of the folder): nothing is
   extracted.
 
+Two downloads into one folder never mix their bytes: the folder is locked
+(:func:`fcos_lib.files.folder_lock`), and the second one stops, naming the first.
 Nothing ever sits half-written under a final name: the archive is renamed from ``.part`` only
 after its MD5 matches, and it is extracted into a temporary folder next to the destination,
 moved into place only when complete. Command line: :mod:`fcos_lib.commands.download`.
@@ -37,7 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from fcos_lib.files import remove_leftovers
+from fcos_lib.files import FolderBusyError, folder_lock, process_alive, remove_leftovers
 
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
 ATTEMPTS_PER_MIRROR = 3
@@ -113,11 +116,15 @@ def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
     if url is not None or md5 is not None:
         trainval = Archive(trainval.filename, (md5 or trainval.md5).lower(),
                            (url,) if url else trainval.urls, trainval.size_text)
-    for archive in (trainval, VOC2007_TEST) if test else (trainval,):
-        if marker(root, archive).is_file():
-            continue
-        path = fetch(archive, root, progress=progress, timeout=timeout)
-        extract(path, root, archive)
+    try:
+        with folder_lock(root):
+            for archive in (trainval, VOC2007_TEST) if test else (trainval,):
+                if marker(root, archive).is_file():
+                    continue
+                path = fetch(archive, root, progress=progress, timeout=timeout)
+                extract(path, root, archive)
+    except FolderBusyError as err:
+        raise DownloadError(f"{err} (another download into the same --root)") from None
     return root / TREE
 
 
@@ -139,43 +146,64 @@ def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 
                 f"{final} is there but its MD5 is not the published {archive.md5}: it is "
                 f"incomplete or a different file. Delete it and run the download again.")
         return final
-    part = final.with_name(final.name + ".part")
+    kept = final.with_name(final.name + ".part")      # the bytes so far, between runs
+    part = _claim_part(final, kept)
     failures = []
-    for url in archive.urls:
-        for _ in range(ATTEMPTS_PER_MIRROR):
-            try:
-                _download(url, part, progress, timeout)
-            except _RefusedError as err:
-                failures.append(f"{url}: {err}")
-                break
-            except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
-                    raise DownloadError(      # no other mirror helps a full or locked disk
-                        f"cannot write {part} ({err.strerror}): free {archive.size_text} in "
-                        f"{root.resolve()} (or give another --root) and run the download "
-                        "again; the bytes received so far are kept and resumed") from None
-                failures.append(f"{url}: {err}")
-                continue
-            except (http.client.HTTPException, DownloadError) as err:
-                # A dropped connection keeps the part file: the next attempt resumes it.
-                failures.append(f"{url}: {err}")
-                continue
-            if md5sum(part, progress) == archive.md5:
-                os.replace(part, final)
-                return final
-            part.unlink()
-            failures.append(f"{url}: the downloaded file's MD5 is not {archive.md5} "
-                            "(the part file was deleted)")
-            break  # this mirror sends other bytes: try the next one
+    try:
+        for url in archive.urls:
+            for _ in range(ATTEMPTS_PER_MIRROR):
+                try:
+                    _download(url, part, progress, timeout)
+                except _RefusedError as err:
+                    failures.append(f"{url}: {err}")
+                    break
+                except OSError as err:
+                    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                        raise DownloadError(      # no other mirror helps a full or locked disk
+                            f"cannot write {kept} ({err.strerror}): free {archive.size_text} "
+                            f"in {root.resolve()} (or give another --root) and run the "
+                            "download again; the bytes received so far are kept and resumed"
+                        ) from None
+                    failures.append(f"{url}: {err}")
+                    continue
+                except (http.client.HTTPException, DownloadError) as err:
+                    # A dropped connection keeps the part file: the next attempt resumes it.
+                    failures.append(f"{url}: {err}")
+                    continue
+                if md5sum(part, progress) == archive.md5:
+                    os.replace(part, final)
+                    return final
+                part.unlink()
+                failures.append(f"{url}: the downloaded file's MD5 is not {archive.md5} "
+                                "(the part file was deleted)")
+                break  # this mirror sends other bytes: try the next one
+    finally:
+        if part.is_file():        # kept under the name the next run looks for
+            os.replace(part, kept)
     reasons = "\n  ".join(failures)
-    kept = (f"\nThe bytes received so far are kept in {part}; running the download again "
-            f"resumes them." if part.is_file() else "")
+    kept = (f"\nThe bytes received so far are kept in {kept}; running the download again "
+            f"resumes them." if kept.is_file() else "")
     raise DownloadError(
         f"could not download {archive.filename} ({archive.size_text}):\n  {reasons}{kept}\n"
         f"To do it by hand: download {archive.filename} (e.g. from {archive.urls[0]}) with "
         f"a browser, place it in {root.resolve()}/, and run "
         f"`python -m fcos_lib download voc2007 --root {root}` again: it checks the MD5 "
         f"({archive.md5}) and extracts it.")
+
+
+def _claim_part(final: Path, kept: Path) -> Path:
+    """This process's part file, ``<archive>.<pid>.part``, holding the most bytes kept from
+    before: those of ``kept`` or of a killed download's own part file (the rest removed)."""
+    mine = final.with_name(f"{final.name}.{os.getpid()}.part")
+    dead = [p for p in final.parent.glob(f"{final.name}.*.part")
+            if p.name.rsplit(".", 2)[-2].isdigit() and not process_alive(
+                int(p.name.rsplit(".", 2)[-2]))]
+    found = sorted((p for p in [kept, *dead] if p.is_file()), key=lambda p: p.stat().st_size)
+    for extra in found[:-1]:
+        extra.unlink()
+    if found:
+        os.replace(found[-1], mine)
+    return mine
 
 
 def _download(url: str, part: Path, progress: bool, timeout: float) -> None:
@@ -207,7 +235,8 @@ def _download(url: str, part: Path, progress: bool, timeout: float) -> None:
         received = 0
         with open(part, "ab" if offset else "wb") as out, tqdm(
                 total=None if expected is None else offset + expected, initial=offset,
-                unit="B", unit_scale=True, desc=part.name[:-5], disable=not progress) as bar:
+                unit="B", unit_scale=True, desc=part.name.rsplit(".", 2)[0],
+                disable=not progress) as bar:
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)

@@ -23,6 +23,50 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 Target = dict[str, Any]
 
 
+def rgb_pixels(image: Any) -> Tensor:
+    """A Pillow image of any mode as the uint8 RGB (3, H, W) the model expects, its values
+    scaled into 0..255, never clipped: 16-bit greys (``I;16``, ``I;16B``...) divided by 257;
+    ``I`` (32-bit integers) and ``F`` (floats) as below; transparency (``RGBA``, ``LA``, a
+    ``P`` palette with a transparent colour...) laid on white, as a viewer shows it; every
+    other mode (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``...) by Pillow's own conversion.
+
+    Raises:
+        ValueError: a mode Pillow cannot turn into RGB.
+
+    >>> from PIL import Image
+    >>> rgb_pixels(Image.new("I;16", (2, 1), 65535))[:, 0, 0].tolist()
+    [255, 255, 255]
+    """
+    import numpy as np
+
+    if image.mode.startswith("I;16"):
+        grey = np.asarray(image).astype(np.float64) / 257          # 65535 -> 255
+    elif image.mode in ("I", "F"):
+        values = np.asarray(image).astype(np.float64)
+        finite = values[np.isfinite(values)]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        # The range of a type, where the values fit one: 0..1 (floats only: fractions, the
+        # usual float convention), 0..255 (8 bits), 0..65535 (16 bits: what a 16-bit PNG or
+        # TIFF may open as). Otherwise the image's own min..max, stretched to 0..255: a
+        # 32-bit or float image beyond those has no range of its own to go by.
+        ranges = (1.0, 255.0, 65535.0) if image.mode == "F" else (255.0, 65535.0)
+        fits = [top for top in ranges if lo >= 0 and hi <= top]
+        if fits:
+            lo, hi = 0.0, fits[0]
+        grey = (np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo) - lo) / max(hi - lo, 1e-12)
+        grey = grey * 255
+    else:
+        if {"A", "a"} & set(image.getbands()) or "transparency" in image.info:
+            from PIL import Image
+
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+        rgb = np.asarray(image.convert("RGB"))
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+    grey = torch.from_numpy(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    return grey.expand(3, *grey.shape).contiguous()
+
+
 def select_objects(target: Target, keep: Tensor) -> Target:
     """The target with only the objects where ``keep`` (N,) bool is true.
 

@@ -12,12 +12,12 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from fcos_lib.data.transforms import Target, finish_sample, resize_and_center_crop, select_objects
+from fcos_lib.data.transforms import (Target, finish_sample, resize_and_center_crop, rgb_pixels,
+                                      select_objects)
 
 VOC_CLASSES: list[str] = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -138,13 +138,14 @@ class VOCDataset(torch.utils.data.Dataset):
         self.keep_difficult, self.train = keep_difficult, train
         self.class_names = list(class_names or VOC_CLASSES)
         index = {name: i for i, name in enumerate(self.class_names)}
-        self.ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        text = split_file.read_text(encoding="utf-8-sig")   # a byte-order mark is no id
+        self.ids = [line.split()[0] for line in text.splitlines() if line.strip()]
         self.invalid: list[str] = []    # objects dropped for boxes that are no boxes
         self.annotations = [self._read_annotation(i, index) for i in self.ids]
         if self.invalid:
             print(f"{split_file}: {len(self.invalid)} object(s) dropped, their boxes NaN, "
-                  f"infinite or inverted (xmin > xmax or ymin > ymax); the first: "
-                  f"{self.invalid[0]} (all in .invalid)", file=sys.stderr)
+                  f"infinite, inverted (xmin > xmax or ymin > ymax) or wholly outside the "
+                  f"image; the first: {self.invalid[0]} (all in .invalid)", file=sys.stderr)
         # Everything that changes a cached sample: pixels (folder, split, size) and targets
         # (class list, difficult objects); cache.cache_key hashes it into a file name.
         self.cache_key = (f"{self.key_name}-{split}-{image_size or 'orig'}px-"
@@ -170,11 +171,19 @@ class VOCDataset(torch.utils.data.Dataset):
                              "class_names=[...] with every class of your data")
         labels = torch.tensor([index[n] for n in ann["names"]], dtype=torch.int64)
         target = {"boxes": ann["boxes"], "labels": labels, "difficult": ann["difficult"]}
-        boxes = ann["boxes"]          # NaN, infinite or inverted: dropped, and counted
+        boxes = ann["boxes"]          # NaN, infinite, inverted, outside: dropped, counted
         valid = (torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] > boxes[:, 0])
                  & (boxes[:, 3] > boxes[:, 1]))
+        reasons = ["NaN, infinite or inverted"] * len(boxes)
+        if ann["size"] is not None:   # the image's size, as the file gives it
+            width, height = ann["size"]
+            outside = valid & ((boxes[:, 0] >= width) | (boxes[:, 1] >= height)
+                               | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0))
+            for k in outside.nonzero().flatten().tolist():
+                reasons[k], valid[k] = f"wholly outside the {width} x {height} image", False
         for k in (~valid).nonzero().flatten().tolist():
-            self.invalid.append(f"{path}: {ann['names'][k]} {voc_from_xyxy(boxes[k])}")
+            self.invalid.append(f"{path}: {ann['names'][k]} {voc_from_xyxy(boxes[k])} "
+                                f"({reasons[k]})")
         target = select_objects(target, valid)
         if not self.keep_difficult:
             target = select_objects(target, ~target["difficult"])
@@ -190,11 +199,9 @@ class VOCDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> tuple[Tensor, Target]:
         """Decode image ``index`` (RGB), resize and crop it: ``(uint8 (3, H, W), target)``."""
         path = self.root / "JPEGImages" / f"{self.ids[index]}.jpg"
-        # PIL decodes (torchvision.io's decoders are deprecated since torchvision 0.29);
-        # greyscale JPEGs become RGB.
-        try:
+        try:      # PIL decodes (torchvision.io's decoders are deprecated since 0.29)
             with Image.open(path) as file:
-                pixels = np.array(file.convert("RGB"))
+                image = rgb_pixels(file)            # (3, H, W) uint8 RGB, whatever the mode
         except Image.DecompressionBombError as err:
             raise ValueError(f"image {path} is too large to decode safely ({err}): shrink "
                                "it, e.g. to 2000 pixels on its longer side") from None
@@ -202,18 +209,31 @@ class VOCDataset(torch.utils.data.Dataset):
             raise ValueError(f"cannot read image {path} ({err}): the file is missing, cut "
                              "short or no image; replace it (for VOC 2007: delete the VOCdevkit "
                              "folder and download again)") from None
-        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
         target = {**self.annotations[index], "image_id": index}
         h, w = image.shape[-2:]
         # Boxes past the border (a few in VOC) are clipped to the image.
         boxes = target["boxes"].clone()
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        self._outside(index, keep, w, h)
+        target, boxes = {**select_objects(target, keep), "boxes": boxes[keep]}, boxes[keep]
         if self.image_size is None:
-            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            return image, {**select_objects(target, keep), "boxes": boxes[keep]}
+            return image, target
         image, boxes, keep = resize_and_center_crop(image, boxes, self.image_size)
         return image, {**select_objects(target, keep), "boxes": boxes}
+
+    def _outside(self, index: int, inside: Tensor, width: int, height: int) -> None:
+        """Name, once each, the objects of image ``index`` that are dropped for lying wholly
+        outside its real ``width`` x ``height`` pixels (its XML's size was missing or wrong)."""
+        ann = self.annotations[index]
+        for k in (~inside).nonzero().flatten().tolist():
+            said = (f"{self.root / 'Annotations' / self.ids[index]}.xml: "
+                    f"{self.class_names[ann['labels'][k]]} {voc_from_xyxy(ann['boxes'][k])}")
+            if said not in self.invalid:
+                self.invalid.append(said)
+                print(f"{said}: wholly outside its {width} x {height} image, dropped",
+                      file=sys.stderr)
 
     def finish(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
         """Random horizontal flip (when ``train``), then normalize."""
