@@ -22,3 +22,28 @@ def checkpoint(tmp_path_factory):
               "class_names": list(SHAPE_CLASSES)}
     save_checkpoint({"model": model.state_dict(), "step": 0, "config": config}, path)
     return path
+
+
+class Ran:
+    """What a command did, in the shape of ``subprocess.CompletedProcess``."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_main(capsys):
+    """``run_main("train", "--out", ...)``: the command line's ``main(argv)`` called in this
+    process, for tests of what a command says and returns (a Python process each costs
+    seconds; tests of signals, kills and two processes start real ones)."""
+    from fcos_lib.commands import main
+
+    def run(*args) -> Ran:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:                  # argparse's own errors and --help
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+    return run

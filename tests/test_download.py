@@ -3,8 +3,6 @@ download -> MD5 -> extraction -> dataset path; every failure leaves nothing half
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -217,11 +215,9 @@ def test_bad_url_or_md5_is_refused_before_anything(tmp_path, options, message):
     assert not (tmp_path / "data").exists()
 
 
-def test_command_line_bad_arguments_print_an_error_not_a_traceback(tmp_path):
+def test_command_line_bad_arguments_print_an_error_not_a_traceback(tmp_path, run_main):
     for option in (["--url", "ftp://example.org/v.tar"], ["--md5", "xyz"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "fcos_lib", "download", "voc2007", "--root",
-             str(tmp_path / "data"), "--quiet", *option],
-            capture_output=True, text=True, timeout=120)
+        done = run_main("download", "voc2007", "--root", str(tmp_path / "data"), "--quiet",
+                        *option)
         assert done.returncode == 2 and done.stderr.startswith("error: ")
         assert "Traceback" not in done.stderr

@@ -497,8 +497,9 @@ def test_the_model_refuses_targets_that_are_not_boxes_and_classes(target, messag
     (["--preset", "voc2007-tiny", "--set", "dataset_kwargs={'root': 'nowhere'}"],
      "VOC 2007 (train) is not in nowhere"),
 ])
-def test_train_refuses_bad_settings_in_one_line_before_it_starts(tmp_path, settings, says):
-    done = cli("train", "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
+def test_train_refuses_bad_settings_in_one_line_before_it_starts(tmp_path, settings, says,
+                                                                  run_main):
+    done = run_main("train", "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress",
                *settings)
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
@@ -731,7 +732,7 @@ def test_atomic_writes_leave_nothing_when_they_fail_and_leftovers_of_kills_go(tm
     ["train", "--out", "{bad}", "--steps", "2"],
 ])
 def test_a_folder_that_cannot_be_written_is_one_line_for_every_command(checkpoint, tmp_path,
-                                                                       command):
+                                                                       command, run_main):
     """A file where a folder should be: the system refuses, the command says so in a line."""
     from PIL import Image
 
@@ -739,7 +740,7 @@ def test_a_folder_that_cannot_be_written_is_one_line_for_every_command(checkpoin
     Image.new("RGB", (40, 30)).save(tmp_path / "p.png")
     args = [a.format(bad=tmp_path / "a-file" / "sub", checkpoint=checkpoint,
                      photo=tmp_path / "p.png") for a in command]
-    done = cli(*args, timeout=300)
+    done = run_main(*args)
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "a-file" in last, done.stderr

@@ -417,10 +417,11 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     assert load_checkpoint(path)["step"] == 3
 
 
-def test_cli_errors_are_one_line_not_a_traceback(tmp_path):
+def test_cli_errors_are_one_line_not_a_traceback(tmp_path, run_main):
     from fcos_lib.train import train
 
     train(tiny_config(tmp_path / "run", steps=2, checkpoint_every=2), progress=False)
+    cli = run_main
     unknown = cli("train", "--out", str(tmp_path / "run"), "--resume", "--set", "lrr=1")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "error: unknown setting(s) ['lrr']" in unknown.stderr
