@@ -1,5 +1,6 @@
-"""The student copies: solutions become stubs, outputs go, the copies on disk are up to date,
-and a copy with every stub left in still runs to the end (nbval runs notebooks/student/)."""
+"""The student copies: solutions become stubs with a worked example above each, outputs go,
+the answer after an exercise is folded, links work on Colab, and the copies on disk are up to
+date (tests/test_student_runs.py runs what each copy changes)."""
 from __future__ import annotations
 
 import importlib.util
