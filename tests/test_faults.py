@@ -2,7 +2,7 @@
 
 Non-finite gradients behind a finite loss, weights gone bad before a save, the advice that
 follows a stopped run taken literally, caches whose sources changed, logs cut off mid-line.
-Each test failed on the code before its fix (issue 15).
+Each test failed on the code before its fix.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from fcos_lib.checkpoint import load_checkpoint
 from fcos_lib.optim import lr_factor
-from test_train import cli, tiny_config
+from tinyrun import cli, tiny_config
 
 
 class InfiniteGradient(torch.autograd.Function):
@@ -172,9 +172,9 @@ def test_a_half_written_cache_is_decoded_again_and_leftovers_of_killed_writes_go
     assert torch.equal(rebuilt.pixels, expected) and not dead.exists()
 
 
-def test_the_fingerprint_of_5000_images_is_cheap(tmp_path, capsys):
-    """What checking costs, against what it saves: reading one cached image's worth of
-    files per 10000 stats (printed; ``bench/`` holds no target for it)."""
+def test_the_fingerprint_of_5000_images_notices_one_changed_file(tmp_path, capsys):
+    """One changed file out of 10000 changes the fingerprint; what that check costs is
+    printed (``bench/`` holds no target for it)."""
     import time
 
     from fcos_lib.data.cache import fingerprint
@@ -245,7 +245,7 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch):
     """Ctrl-C after the next batch was drawn (its random flips too) but before the update:
     the checkpoint's random state is the one before that batch, so the resume is exact."""
     from fcos_lib.train import train
-    from test_train import assert_same_weights, weights
+    from tinyrun import assert_same_weights, weights
 
     straight = train(tiny_config(tmp_path / "straight"), progress=False)
 
@@ -270,7 +270,7 @@ def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path):
     import sys
     import time
 
-    from test_train import ROOT, assert_same_weights, cli_settings, weights
+    from tinyrun import ROOT, assert_same_weights, cli_settings, weights
 
     steps = 40
     straight = cli(*cli_settings(tmp_path / "straight", steps=steps))
@@ -329,7 +329,7 @@ def test_a_stop_that_comes_while_a_checkpoint_is_written_waits_for_it(tmp_path, 
 
 def test_resuming_with_another_preset_names_both(tmp_path, capsys):
     from fcos_lib.commands.train import main
-    from test_train import cli_settings
+    from tinyrun import cli_settings
 
     out = tmp_path / "run"
     assert main(cli_settings(out, steps=4)[1:]) == 0
@@ -511,7 +511,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint(tmp_path, monkey
 
     import fcos_lib.checkpoint as checkpoint_module
     from fcos_lib.commands.train import main
-    from test_train import cli_settings
+    from tinyrun import cli_settings
 
     out = tmp_path / "run"
     assert main(cli_settings(out, steps=4)[1:]) == 0
@@ -650,7 +650,7 @@ def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path
     import sys
     import time
 
-    from test_train import ROOT, assert_same_weights, cli_settings, weights
+    from tinyrun import ROOT, assert_same_weights, cli_settings, weights
 
     steps, rng = 40, random.Random(0)
     straight = cli(*cli_settings(tmp_path / "straight", steps=steps))

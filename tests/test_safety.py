@@ -1,4 +1,4 @@
-"""Nothing overwritten, nothing shared, every message true (issue 25).
+"""Nothing overwritten, nothing shared, every message true.
 
 A. Two processes, one folder: a run folder and a download folder are locked; the second
    process stops with one line naming the first; a dead process's lock is taken over.
@@ -29,7 +29,7 @@ from PIL import Image
 
 from fcos_lib.commands import main
 from fcos_lib.files import LOCK_NAME, FolderBusyError, folder_lock
-from test_train import ROOT, cli_settings, tiny_config
+from tinyrun import ROOT, cli_settings, tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 VOC_NAME = "VOCtrainval_06-Nov-2007.tar"

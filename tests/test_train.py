@@ -23,7 +23,8 @@ from fcos_lib.data.cache import DecodedCache
 from fcos_lib.distributed import StepBatchSampler
 from fcos_lib.optim import lr_factor
 
-ROOT = Path(__file__).resolve().parents[1]
+from tinyrun import (ROOT, TINY_RUN, assert_same_weights, cli, cli_settings,  # noqa: F401
+                     tiny_config, weights)
 
 
 # ------------------------------------------------------------------ pieces
@@ -152,27 +153,6 @@ def test_decoded_cache_matches_dataset_and_decodes_once(tmp_path, on_disk):
 
 # ------------------------------------------------------------------ the loop, for real
 
-TINY_RUN = dict(image_size=64, batch_size=4, steps=12, warmup_steps=2, log_every=1,
-                checkpoint_every=4, eval_every=0, eval_images=8, lr=0.01, device="cpu",
-                dataset_kwargs={"length": 16})
-
-
-def tiny_config(out, **overrides):
-    from fcos_lib.config import get_preset
-
-    return get_preset("shapes", out=str(out), **{**TINY_RUN, **overrides})
-
-
-def weights(path):
-    return load_checkpoint(path)["model"]
-
-
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 def test_loss_goes_down_on_a_fixed_batch():
     from fcos_lib.data import ShapesDataset, collate
     from fcos_lib.model import FCOS
@@ -214,18 +194,6 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     steps = [r["step"] for r in read_metrics(tmp_path / "stopped") if "total" in r]
     assert steps == list(range(1, 13))  # no line lost or repeated across the stop
     assert (tmp_path / "stopped" / "loss_curve.png").stat().st_size > 0
-
-
-def cli(*args, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "fcos_lib", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, **kw)
-
-
-def cli_settings(out, steps=12):
-    sets = [f"{k}={v!r}" for k, v in TINY_RUN.items() if k != "steps"]
-    return ["train", "--out", str(out), "--steps", str(steps), "--no-progress",
-            *[a for s in sets for a in ("--set", s)]]
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
