@@ -42,8 +42,8 @@ def main() -> None:
         for name, model in models.items():
             size = SIZES[name]
             x = torch.randn(BATCH, 3, size, size)
-            t = median_ms({"ours": lambda: model(x), "ref": lambda: reference(x),
-                           "ours512": lambda: model(big), "ref512": lambda: reference(big)},
+            t = median_ms({"ours": lambda m=model, x=x: m(x), "ref": lambda x=x: reference(x),
+                           "ours512": lambda m=model: m(big), "ref512": lambda: reference(big)},
                           repeats=3)
             params = sum(p.numel() for p in model.parameters()) / 1e6
             print(f"{name:12s} {params:10.2f} {size:5d} {t['ours'] / BATCH:8.1f} "

@@ -335,7 +335,7 @@ def test_focal_loss_gradient_by_finite_differences():
     levels = [lv.clamp(-20, 20).detach().requires_grad_() for lv in levels]
     for alpha, gamma in ((0.25, 2.0), (0.5, 1.5)):
         assert torch.autograd.gradcheck(
-            lambda *xs: focal_loss(list(xs), labels, alpha=alpha, gamma=gamma), levels)
+            lambda *xs, a=alpha, g=gamma: focal_loss(list(xs), labels, alpha=a, gamma=g), levels)
 
 
 def test_focal_loss_backward_twice_and_first_order_only():
