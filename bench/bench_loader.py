@@ -18,16 +18,15 @@ cache the GPU would wait for data.
 """
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from fcos_lib.data import VOC_CLASSES, VOCDataset, collate
+from bench.vocfolder import random_voc_images, write_voc_folder
+from fcos_lib.data import VOCDataset, collate
 from fcos_lib.data.cache import DecodedCache
 
 IMAGES, WIDTH, HEIGHT, BATCH = 400, 500, 375, 16
@@ -35,31 +34,9 @@ GOAL_RATIO = 5.0  # cached images/s over the best uncached loader's
 
 
 def make_folder(root: Path, count: int = IMAGES, seed: int = 0) -> Path:
-    """A VOC-format folder of ``count`` noisy JPEGs with random boxes; returns its path."""
-    rng = random.Random(seed)
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    ids = []
-    for i in range(count):
-        image_id = f"{i:06d}"
-        noise = torch.randint(0, 256, (HEIGHT // 4, WIDTH // 4, 3), dtype=torch.uint8,
-                              generator=torch.Generator().manual_seed(seed + i))
-        image = Image.fromarray(noise.numpy()).resize((WIDTH, HEIGHT), Image.BILINEAR)
-        draw, objects = ImageDraw.Draw(image), []
-        for _ in range(rng.randint(1, 6)):
-            w, h = rng.randint(20, 300), rng.randint(20, 250)
-            x, y = rng.randint(1, WIDTH - w), rng.randint(1, HEIGHT - h)
-            draw.rectangle((x, y, x + w, y + h), fill=tuple(rng.randrange(256) for _ in "rgb"))
-            objects.append(f"<object><name>{rng.choice(VOC_CLASSES)}</name><difficult>0"
-                           f"</difficult><bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + w}"
-                           f"</xmax><ymax>{y + h}</ymax></bndbox></object>")
-        image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=90)
-        (root / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><size><width>{WIDTH}</width><height>{HEIGHT}</height><depth>3</depth>"
-            f"</size>{''.join(objects)}</annotation>")
-        ids.append(image_id)
-    (root / "ImageSets/Main/train.txt").write_text("\n".join(ids) + "\n")
-    return root
+    """A VOC-format folder of ``count`` noisy JPEGs of 500x375 px with random boxes."""
+    images = random_voc_images(count, seed, sizes=[(WIDTH, HEIGHT)])
+    return write_voc_folder(root, images, {"train": list(images)})
 
 
 def images_per_second(dataset, num_workers: int, epochs: int = 2) -> float:

@@ -12,7 +12,6 @@ Run: ``python -m bench.bench_model``. Goals: ``"torchvision"`` within 10% of the
 """
 from __future__ import annotations
 
-
 import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 

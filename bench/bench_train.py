@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from torchvision.models import regnet_x_400mf
 from torchvision.models.detection import FCOS as TorchvisionFCOS
-from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from bench import median_ms

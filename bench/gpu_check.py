@@ -28,51 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 
+from bench.vocfolder import VOC_SIZES, random_voc_images, write_voc_folder
 from fcos_lib.config import TrainConfig, get_preset
-from fcos_lib.data.voc import VOC_CLASSES
 from fcos_lib.optim import amp_dtype
 from fcos_lib.train import build_datasets, build_model
 from fcos_lib.trainer import Trainer, training_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_MINUTES, GOAL_WAIT = 15.0, 0.05
-# The most common image sizes of VOC 2007 (width, height): 500 pixels on the longer side.
-VOC_SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 332), (500, 400)]
 
 
 def make_voc_folder(root: Path, images: int, seed: int = 0) -> Path:
     """Write a VOC-format folder, ``root/VOCdevkit/VOC2007``, of ``images`` JPEGs of VOC's
-    sizes with one to five boxes each (VOC classes, VOC's 1-based coordinates), split into
-    ``train`` (all) and ``val`` (the first eighth). Returns ``root``."""
-    gen = torch.Generator().manual_seed(seed)
-    folder = root / "VOCdevkit" / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    ids = [f"{i:06d}" for i in range(images)]
-    for i, image_id in enumerate(ids):
-        width, height = VOC_SIZES[i % len(VOC_SIZES)]
-        colors = torch.randint(0, 256, (6, 3), generator=gen).tolist()
-        image = Image.new("RGB", (width, height), tuple(colors[0]))
-        draw, objects = ImageDraw.Draw(image), []
-        for k in range(int(torch.randint(1, 6, (1,), generator=gen))):
-            w, h = (torch.rand(2, generator=gen) * torch.tensor([width, height]) * 0.6 + 20).int()
-            x = int(torch.randint(1, max(2, width - int(w)), (1,), generator=gen))
-            y = int(torch.randint(1, max(2, height - int(h)), (1,), generator=gen))
-            box = (x, y, min(width, x + int(w)), min(height, y + int(h)))
-            draw.ellipse(box, fill=tuple(colors[k + 1]))
-            name = VOC_CLASSES[int(torch.randint(0, len(VOC_CLASSES), (1,), generator=gen))]
-            objects.append(f"<object><name>{name}</name><difficult>0</difficult><bndbox>"
-                           f"<xmin>{box[0]}</xmin><ymin>{box[1]}</ymin><xmax>{box[2]}</xmax>"
-                           f"<ymax>{box[3]}</ymax></bndbox></object>")
-        image.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=90)
-        (folder / "Annotations" / f"{image_id}.xml").write_text(
-            f"<annotation><filename>{image_id}.jpg</filename><size><width>{width}</width>"
-            f"<height>{height}</height><depth>3</depth></size>{''.join(objects)}</annotation>")
-    (folder / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
-    (folder / "ImageSets" / "Main" / "val.txt").write_text(
-        "\n".join(ids[:max(1, images // 8)]) + "\n")
+    sizes with one to five boxes each, split into ``train`` (all) and ``val`` (the first
+    eighth). Returns ``root``."""
+    pictures = random_voc_images(images, seed)
+    ids = list(pictures)
+    write_voc_folder(root / "VOCdevkit" / "VOC2007", pictures,
+                     {"train": ids, "val": ids[:max(1, images // 8)]})
     return root
 
 

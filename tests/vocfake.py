@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.vocfolder import write_voc_folder
+
 # id -> (width, height, mode, [(name, xmin, ymin, xmax, ymax, difficult, truncated), ...])
 IMAGES = {
     "000001": (60, 40, "RGB", [("dog", 11, 5, 30, 20, 0, 0),
@@ -38,33 +40,16 @@ EXPECTED = {
 }
 
 
-def _xml(image_id: str, width: int, height: int, objects: list) -> str:
-    parts = [f"<annotation><folder>VOC2007</folder><filename>{image_id}.jpg</filename>",
-             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
-             "<segmented>0</segmented>"]
-    for name, xmin, ymin, xmax, ymax, difficult, truncated in objects:
-        parts.append(f"<object><name>{name}</name><pose>Unspecified</pose>"
-                     f"<truncated>{truncated}</truncated><difficult>{difficult}</difficult>"
-                     f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
-                     f"<ymax>{ymax}</ymax></bndbox></object>")
-    return "\n".join(parts + ["</annotation>"])
-
-
 def make_voc_tree(base: Path) -> Path:
     """Write ``base/VOCdevkit/VOC2007`` and return that folder."""
-    root = Path(base) / "VOCdevkit" / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    images = {}
     for image_id, (w, h, mode, objects) in IMAGES.items():
         # A gradient, so that resizing and cropping have something to move.
         image = Image.linear_gradient("L").resize((w, h))
         if mode == "RGB":
             image = Image.merge("RGB", (image, image.transpose(Image.FLIP_LEFT_RIGHT), image))
-        image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=90)
-        (root / "Annotations" / f"{image_id}.xml").write_text(_xml(image_id, w, h, objects))
-    for split, ids in SPLITS.items():
-        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(i + "\n" for i in ids))
-    return root
+        images[image_id] = (image, objects)
+    return write_voc_folder(Path(base) / "VOCdevkit" / "VOC2007", images, SPLITS)
 
 
 def make_voc_tar(base: Path, path: Path, extra: dict[str, bytes] | None = None,
