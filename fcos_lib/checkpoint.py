@@ -14,7 +14,7 @@ import pickle
 import random
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,7 @@ def load_checkpoint(path: str | os.PathLike,
     return state
 
 
-def _first(keys, count: int = 3) -> str:
+def _first(keys: Iterable[Any], count: int = 3) -> str:
     """A few of ``keys``, for a message: ``'a', 'b', 'c' and 4 more``."""
     keys = [str(k) for k in keys]
     more = f" and {len(keys) - count} more" if len(keys) > count else ""

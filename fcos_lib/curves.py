@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,11 +19,14 @@ from fcos_lib.files import write_atomic
 from fcos_lib.runlog import read_metrics
 from fcos_lib.viz import class_name
 
+if TYPE_CHECKING:                      # matplotlib is imported when a plot is drawn
+    from matplotlib.figure import Figure
+
 __all__ = ["plot_pr_curves", "plot_loss_curves", "save_loss_curve", "LiveLossPlot"]
 
 
 def plot_pr_curves(result: dict[str, Any], class_names: Sequence[str] | None = None,
-                   classes: Sequence[int] | None = None, ncols: int = 4):
+                   classes: Sequence[int] | None = None, ncols: int = 4) -> Figure:
     """Precision/recall curves of a :func:`fcos_lib.evaluate.mean_average_precision` result:
     per class, the raw curve and the interpolated one (best precision at this recall or
     beyond) whose area is the AP.
@@ -62,7 +65,7 @@ def plot_pr_curves(result: dict[str, Any], class_names: Sequence[str] | None = N
     return fig
 
 
-def plot_loss_curves(records: Sequence[dict[str, Any]]):
+def plot_loss_curves(records: Sequence[dict[str, Any]]) -> Figure:
     """The losses of a training log against the step, and the validation mAP@0.5.
 
     Args:

@@ -11,7 +11,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +24,10 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() not in {"", "0", "false", "no"}
 
 
-def pick(real, quick):
+T = TypeVar("T")
+
+
+def pick(real: T, quick: T) -> T:
     """``quick`` in quick mode, else ``real``: one line per shrunk setting in a notebook."""
     return quick if quick_mode() else real
 

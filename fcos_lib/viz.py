@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
 from fcos_lib.data import denormalize
+
+if TYPE_CHECKING:                      # matplotlib is imported when a plot is drawn
+    from matplotlib.figure import Figure
 
 __all__ = ["class_colors", "to_pixels", "png_bytes", "draw_detections", "plot_pictures",
            "plot_detections_grid", "class_mask"]
@@ -161,7 +164,8 @@ def class_mask(labels: Tensor, classes: Sequence[int] | None) -> Tensor:
 def plot_detections_grid(images: Tensor, predictions: Sequence[dict[str, Tensor]],
                          targets: Sequence[dict[str, Tensor]] | None = None, *,
                          class_names: Sequence[str] | None = None, score_thresh: float = 0.3,
-                         ncols: int = 4, scale: int = 2, titles: Sequence[str] | None = None):
+                         ncols: int = 4, scale: int = 2, titles: Sequence[str] | None = None
+                         ) -> Figure:
     """A grid of images with their predicted boxes (class colours) and ground truth (white),
     and a legend of the colours: small pictures have no room for a label on every box.
 
@@ -197,7 +201,7 @@ def plot_detections_grid(images: Tensor, predictions: Sequence[dict[str, Tensor]
 
 
 def plot_pictures(pictures: Sequence[Tensor], *, ncols: int = 4, size: float = 3.2,
-                  titles: Sequence[str] | None = None):
+                  titles: Sequence[str] | None = None) -> Figure:
     """A grid of pictures, e.g. from :func:`draw_detections`.
 
     Args:

@@ -9,10 +9,19 @@ flip on training splits, normalization), which :mod:`fcos_lib.data.cache` uses.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from fcos_lib.data.download import DownloadError, download_voc2007
 from fcos_lib.data.shapes import SHAPE_CLASSES, ShapesDataset
-from fcos_lib.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, collate, denormalize,
-                                      normalize, random_horizontal_flip, resize_and_center_crop)
+from fcos_lib.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    collate,
+    denormalize,
+    normalize,
+    random_horizontal_flip,
+    resize_and_center_crop,
+)
 from fcos_lib.data.voc import VOC_CLASSES, VOC2007DetectionTiny, VOCDataset, parse_voc_xml
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "collate", "denormalize", "normalize",
@@ -40,7 +49,8 @@ def check_dataset_arguments(name: str, kwargs: dict) -> None:
                          f"it takes {taken}")
 
 
-def build_dataset(name: str, split: str, image_size: int = 224, **kwargs):
+def build_dataset(name: str, split: str, image_size: int = 224, **kwargs: Any
+                  ) -> ShapesDataset | VOC2007DetectionTiny:
     """A dataset by name, as training configs name them.
 
     Args:

@@ -56,7 +56,7 @@ class _Loads(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         return self.dataset.load(index)
 
 
@@ -129,7 +129,7 @@ class DecodedCache(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name == "dataset":  # not set yet: avoid recursing while unpickling
             raise AttributeError(name)
         return getattr(self.dataset, name)
