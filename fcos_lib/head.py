@@ -19,6 +19,11 @@ the shared head's raw outputs stay in one range while each level's distances kee
 The last classification conv starts with bias ``-log((1 - p) / p)``, p = 0.01 (RetinaNet's
 prior): at the start every location predicts "object" with probability 0.01 instead of 0.5, so
 the ~10^4 background locations of an image do not swamp the focal loss and the first steps.
+
+:func:`head_level_plain` is the head on one level, written out for the course's configuration
+(ReLU, centerness on the box stem): the contract of notebook 04's exercise, proved equal to
+:meth:`FCOSHead.forward` in the tests; :func:`fcos_lib.pieces.per_level` makes the model run it
+(or a student's version) level by level.
 """
 from __future__ import annotations
 
@@ -34,6 +39,38 @@ from fcos_lib.validate import one_of, whole
 NORMS = MODEL_CHOICES["norm"]
 CENTERNESS_ON = MODEL_CHOICES["centerness_on"]
 BOX_ACTIVATIONS = MODEL_CHOICES["box_activation"]
+
+
+def head_level_plain(cls_stem: nn.Module, box_stem: nn.Module, cls_logits: nn.Module,
+                     box_deltas: nn.Module, centerness: nn.Module, features: Tensor
+                     ) -> list[Tensor]:
+    """The head on one pyramid level, step by step (ReLU distances, centerness on the box
+    stem): the contract of notebook 04's exercise.
+
+    Args:
+        cls_stem, box_stem: the two stems, (B, in_channels, H, W) -> (B, width, H, W).
+        cls_logits, box_deltas, centerness: the final convs, (B, width, H, W) to C, 4 and 1
+            channels.
+        features: (B, in_channels, H, W), one level of the pyramid.
+
+    Returns:
+        ``[cls_logits (B, H·W, C), box_deltas (B, H·W, 4) >= 0, centerness (B, H·W)]``, one
+        row per location, row-major over (H, W) (row 0 first, x fastest).
+
+    >>> head = FCOSHead(num_classes=3, in_channels=8, num_levels=1)
+    >>> out = head_level_plain(head.cls_stem, head.box_stem, head.cls_logits, head.box_deltas,
+    ...                        head.centerness, torch.zeros(2, 8, 4, 5))
+    >>> [tuple(t.shape) for t in out]
+    [(2, 20, 3), (2, 20, 4), (2, 20)]
+    """
+    cls_features = cls_stem(features)                          # (B, width, H, W)
+    box_features = box_stem(features)
+    logits = cls_logits(cls_features)                          # (B, C, H, W)
+    deltas = torch.relu(box_deltas(box_features))              # (B, 4, H, W): never negative
+    ctr = centerness(box_features)                             # (B, 1, H, W): the BOX stem's
+    # Channels last, then (H, W) flattened: row i of the map, then column j, as locations go.
+    return [logits.permute(0, 2, 3, 1).flatten(1, 2), deltas.permute(0, 2, 3, 1).flatten(1, 2),
+            ctr.flatten(1)]
 
 
 def group_count(channels: int, most: int = 32) -> int:

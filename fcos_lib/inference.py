@@ -16,8 +16,11 @@ Configured as torchvision's FCOS (score 0.2, NMS 0.6, top-k 1000, 100 boxes, cen
 the score, locations at ``i * stride``), the detections equal torchvision's, box for box
 (``tests/test_inference.py``).
 
-:func:`predict_dataset` runs a model over a dataset; :mod:`fcos_lib.photo` runs it on a whole
-photo of your own.
+:func:`detect_plain` is the same for one image, written plainly (a loop over the levels, the
+candidates found with ``nonzero``): the contract of notebook 07's exercise, proved equal to
+:func:`detect` in the tests; :func:`fcos_lib.pieces.per_image` makes the detector call it (or
+a student's version) image by image. :func:`predict_dataset` runs a model over a dataset;
+:mod:`fcos_lib.photo` runs it on a whole photo of your own.
 """
 from __future__ import annotations
 
@@ -31,7 +34,58 @@ from fcos_lib.data import collate
 from fcos_lib.targets import decode_boxes
 from fcos_lib.validate import whole
 
-__all__ = ["detect", "predict_dataset"]
+__all__ = ["detect_plain", "detect", "predict_dataset"]
+
+
+def detect_plain(cls_logits: list[Tensor], box_deltas: list[Tensor], centerness: list[Tensor],
+                 locations: list[Tensor], strides: list[int], image_size: tuple[int, int],
+                 score_thresh: float = 0.05, nms_thresh: float = 0.6, topk: int = 1000,
+                 max_detections: int = 100) -> list[Tensor]:
+    """The detections of one image from its raw outputs, step by step: the contract of
+    notebook 07's exercise, and :func:`detect`'s result for that image.
+
+    Args:
+        cls_logits: per level, (L_l, C) class logits.
+        box_deltas: per level, (L_l, 4) LTRB distances divided by the level's stride.
+        centerness: per level, (L_l,) centerness logits.
+        locations: per level, (L_l, 2) xy of each location, input pixels.
+        strides: per level, the stride in pixels (an int).
+        image_size: (H, W) of the input image, pixels.
+        score_thresh: a (location, class) candidate needs a score above this.
+        nms_thresh: within a class, a box overlapping a better one with IoU above this goes.
+        topk: the most candidates kept per level, best score first.
+        max_detections: the most boxes returned.
+
+    Returns:
+        ``[boxes (K, 4) float xyxy pixels, scores (K,), labels (K,) int64]``, best score
+        first, K <= ``max_detections``.
+
+    >>> one = detect_plain([torch.tensor([[2.0, 0.0]])], [torch.tensor([[1.0, 1, 1, 1]])],
+    ...                    [torch.tensor([1.0])], [torch.tensor([[4.0, 4]])], [8], (16, 16),
+    ...                    score_thresh=0.3)
+    >>> one[0].tolist(), [round(s, 3) for s in one[1].tolist()], one[2].tolist()
+    ([[0.0, 0.0, 12.0, 12.0], [0.0, 0.0, 12.0, 12.0]], [0.802, 0.605], [0, 1])
+    """
+    height, width = image_size
+    boxes, scores, labels = [], [], []
+    for logits, deltas, ctr, points, stride in zip(cls_logits, box_deltas, centerness,
+                                                   locations, strides, strict=True):
+        # Every (location, class) pair is a candidate, scored as the paper ranks them.
+        score = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctr)[:, None])   # (L, C)
+        where, label = (score > score_thresh).nonzero(as_tuple=True)             # (P,) each
+        score = score[where, label]
+        best = score.argsort(descending=True)[:topk]              # this level's top k
+        where, label, score = where[best], label[best], score[best]
+        xy, pixels = points[where], deltas[where] * stride       # (P, 2); (P, 4) in pixels
+        x1, y1 = (xy - pixels[:, :2]).unbind(dim=1)
+        x2, y2 = (xy + pixels[:, 2:]).unbind(dim=1)
+        boxes.append(torch.stack([x1.clamp(0, width), y1.clamp(0, height),
+                                  x2.clamp(0, width), y2.clamp(0, height)], dim=1))
+        scores.append(score)
+        labels.append(label)
+    boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_detections]   # class-wise
+    return [boxes[keep], scores[keep], labels[keep]]
 
 
 def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor,

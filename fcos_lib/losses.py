@@ -9,13 +9,20 @@ weigh more than one with few:
   all zeros. :func:`focal_loss_plain` is the formula as written; :func:`focal_loss`, which
   training uses, gives the same sum without building those targets, in a fraction of the
   memory and time (``bench/bench_targets.py`` times the two).
-  Why this module is longer than 300 lines: the plain and the fast focal loss sit side by side.
+  Why this module is longer than 300 lines: the plain and the fast focal loss sit side by side,
+  and so do the plain and the fast assembly of the three losses.
 - ``bbox_regression``, on positives only: ``"l1"``, the mean over the four sides of the L1
   error of the LTRB distances in strides (the course's choice), or ``"giou"``, the
   generalized-IoU loss of the decoded box against the ground truth (the improved FCOS's and
   torchvision's choice).
 - ``bbox_ctrness``, on positives only: binary cross-entropy with logits against
   :func:`fcos_lib.targets.centerness_target`.
+
+:func:`fcos_loss` assigns the targets, then :func:`loss_terms` computes the three losses from
+them. :func:`loss_terms_plain` is that second step written out, on every location of a batch
+given as dense tables (the contract of notebook 05's exercise, L1 box loss);
+:func:`fcos_lib.pieces.dense` makes training call it, or a student's version, and the tests
+prove it equal to :func:`loss_terms`.
 
 With ``box_loss="giou"``, ``center_sampling_radius=1.5``, the default size ranges, levels
 P3-P7 and locations at ``i * stride`` (``location_offset=0.0``), the result equals the loss
@@ -90,6 +97,40 @@ def focal_loss_plain(logits: Tensor, labels: Tensor, alpha: float = 0.25,
     # -log(p_t) from the logits: log(sigmoid(x)) would be -inf for x far below 0.
     minus_log_p_t = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (alpha_t * (1 - p_t) ** gamma * minus_log_p_t).sum()
+
+
+def loss_terms_plain(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor, labels: Tensor,
+                     box_targets: Tensor, ctr_targets: Tensor, positive: Tensor) -> list[Tensor]:
+    """The three losses of a batch from its per-location targets, as written (L1 box loss):
+    the contract of notebook 05's exercise, and :func:`loss_terms`'s values.
+
+    Args:
+        cls_logits: (B, L, C) class logits of every location (all levels, in order).
+        box_deltas: (B, L, 4) predicted LTRB distances, in strides.
+        centerness: (B, L) centerness logits.
+        labels: (B, L) int64, each location's class, -1 for background.
+        box_targets: (B, L, 4) LTRB distances to each positive's box, in strides (0 elsewhere).
+        ctr_targets: (B, L) centerness targets in (0, 1] (0 elsewhere).
+        positive: (B, L) bool, ``labels >= 0``.
+
+    Returns:
+        ``[classification, bbox_regression, bbox_ctrness]``, 0-d tensors: the focal loss
+        summed over every location and class, the L1 error averaged over the four sides and
+        summed over the positives, the centerness BCE with logits summed over the positives,
+        each divided by the number of positives of the whole batch (at least 1).
+
+    >>> one = loss_terms_plain(torch.zeros(1, 2, 3), torch.ones(1, 2, 4), torch.zeros(1, 2),
+    ...                        torch.tensor([[1, -1]]), torch.full((1, 2, 4), 3.0),
+    ...                        torch.tensor([[1.0, 0.0]]), torch.tensor([[True, False]]))
+    >>> [round(t.item(), 4) for t in one]                    # 1 positive: divided by 1
+    [0.6931, 2.0, 0.6931]
+    """
+    normalizer = positive.sum().clamp(min=1)                  # the batch's positives, >= 1
+    cls = focal_loss_plain(cls_logits.flatten(0, 1), labels.flatten())   # every location
+    box = F.l1_loss(box_deltas[positive], box_targets[positive], reduction="sum") / 4
+    ctr = F.binary_cross_entropy_with_logits(centerness[positive], ctr_targets[positive],
+                                             reduction="sum")
+    return [cls / normalizer, box / normalizer, ctr / normalizer]
 
 
 # Elements per piece of the focal loss on the CPU: 1 MiB of float32, so that its temporaries
@@ -238,49 +279,32 @@ def _focal_sum(logits: Sequence[Tensor], labels: Tensor, alpha: float = 0.25,
     return _FocalLoss.apply(labels, alpha, gamma, want_grad, *logits)
 
 
-def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
-              box_loss: str = "l1", center_sampling_radius: float | None = None,
-              size_ranges: list[tuple[float, float]] | None = None,
-              assign: Callable = assign_targets, focal: Callable | None = None
-              ) -> dict[str, Tensor]:
-    """The FCOS losses of a batch: assign targets, then the three losses.
+def loss_terms(outputs: dict[str, list], matched: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+               *, box_loss: str = "l1", focal: Callable | None = None) -> dict[str, Tensor]:
+    """The three losses of a batch whose locations are assigned: the second step of
+    :func:`fcos_loss`, fast (the focal loss per level, without one-hot targets; the box
+    targets of the positives alone).
 
     Args:
-        outputs: the model's raw outputs (see ``docs/design.md``), per-level lists of
-            ``cls_logits`` (B, HW_l, C), ``box_deltas`` (B, HW_l, 4) LTRB in strides,
-            ``centerness`` (B, HW_l) logits, ``locations`` (HW_l, 2) xy pixels, ``strides`` int.
-        targets: B dicts with ``boxes`` (N_i, 4) xyxy pixels and ``labels`` (N_i,) int64.
+        outputs: the model's raw outputs, as for :func:`fcos_loss`.
+        matched: (B, L) the box index of each location, -1 for background.
+        gt_boxes: (B, M, 4) xyxy pixels and gt_labels (B, M) int64, padded
+            (:func:`fcos_lib.targets.pad_targets`).
         box_loss: ``"l1"`` or ``"giou"``.
-        center_sampling_radius: None (whole box) or the radius in strides (paper: 1.5).
-        size_ranges: None (:func:`fcos_lib.targets.default_size_ranges`) or one (lo, hi)
-            pair in pixels per level.
-        assign: the target assignment, with the signature and result of
-            :func:`fcos_lib.targets.assign_targets` (see :mod:`fcos_lib.pieces`).
         focal: the classification loss ``focal(logits per level, labels (B, L)) -> sum``
             (default: :func:`focal_loss`'s fast sum, its arguments already checked).
 
     Returns:
-        ``classification``, ``bbox_regression``, ``bbox_ctrness`` and their sum ``total``,
-        float32 scalar tensors.
+        ``classification``, ``bbox_regression``, ``bbox_ctrness``: float32 scalar tensors,
+        each divided by the number of positives (:func:`num_positives`).
     """
-    one_of("box_loss", box_loss, BOX_LOSSES)
-    strides = list(outputs["strides"])
-    if size_ranges is None:
-        size_ranges = default_size_ranges(strides)
-    if len(size_ranges) != len(strides):
-        raise ValueError(f"{len(size_ranges)} size ranges for {len(strides)} levels: "
-                         "give one (lo, hi) pair per level, or None for the paper's rule")
     # Losses in float32 even under autocast: the focal loss and GIoU lose too much in float16.
     cls_logits = [level.float() for level in outputs["cls_logits"]]           # (B, HW_l, C)
     deltas = torch.cat(outputs["box_deltas"], dim=1).float()                  # (B, L, 4)
     ctr_logits = torch.cat(outputs["centerness"], dim=1).float()              # (B, L)
     locations = torch.cat(outputs["locations"], dim=0).to(deltas)             # (L, 2)
     loc_strides = torch.cat([deltas.new_full((len(p),), float(s))
-                             for p, s in zip(outputs["locations"], strides)])  # (L,)
-
-    gt_boxes, gt_labels = pad_targets(targets, cls_logits[0].shape[-1], device=deltas.device)
-    matched = assign(gt_boxes, gt_labels, outputs["locations"], strides, size_ranges,
-                             center_sampling_radius)                          # (B, L)
+                             for p, s in zip(outputs["locations"], outputs["strides"])])  # (L,)
     positive = matched >= 0
     normalizer = num_positives(positive)
 
@@ -301,8 +325,49 @@ def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
         box = generalized_box_iou_loss(pred_boxes, pos_boxes, reduction="sum")
     ctr = F.binary_cross_entropy_with_logits(
         ctr_logits[img, loc], centerness_target(target_deltas), reduction="sum")
+    return {"classification": cls / normalizer, "bbox_regression": box / normalizer,
+            "bbox_ctrness": ctr / normalizer}
 
-    losses = {"classification": cls / normalizer, "bbox_regression": box / normalizer,
-              "bbox_ctrness": ctr / normalizer}
+
+def fcos_loss(outputs: dict[str, list], targets: list[dict[str, Tensor]], *,
+              box_loss: str = "l1", center_sampling_radius: float | None = None,
+              size_ranges: list[tuple[float, float]] | None = None,
+              assign: Callable = assign_targets, focal: Callable | None = None,
+              terms: Callable = loss_terms) -> dict[str, Tensor]:
+    """The FCOS losses of a batch: assign targets, then the three losses.
+
+    Args:
+        outputs: the model's raw outputs (see ``docs/design.md``), per-level lists of
+            ``cls_logits`` (B, HW_l, C), ``box_deltas`` (B, HW_l, 4) LTRB in strides,
+            ``centerness`` (B, HW_l) logits, ``locations`` (HW_l, 2) xy pixels, ``strides`` int.
+        targets: B dicts with ``boxes`` (N_i, 4) xyxy pixels and ``labels`` (N_i,) int64.
+        box_loss: ``"l1"`` or ``"giou"``.
+        center_sampling_radius: None (whole box) or the radius in strides (paper: 1.5).
+        size_ranges: None (:func:`fcos_lib.targets.default_size_ranges`) or one (lo, hi)
+            pair in pixels per level.
+        assign: the target assignment, with the signature and result of
+            :func:`fcos_lib.targets.assign_targets` (see :mod:`fcos_lib.pieces`).
+        focal: the classification loss ``focal(logits per level, labels (B, L)) -> sum``
+            (default: :func:`focal_loss`'s fast sum, its arguments already checked).
+        terms: the three losses from the assignment, with :func:`loss_terms`'s signature
+            and result (see :mod:`fcos_lib.pieces`); it receives ``focal``.
+
+    Returns:
+        ``classification``, ``bbox_regression``, ``bbox_ctrness`` and their sum ``total``,
+        float32 scalar tensors.
+    """
+    one_of("box_loss", box_loss, BOX_LOSSES)
+    strides = list(outputs["strides"])
+    if size_ranges is None:
+        size_ranges = default_size_ranges(strides)
+    if len(size_ranges) != len(strides):
+        raise ValueError(f"{len(size_ranges)} size ranges for {len(strides)} levels: "
+                         "give one (lo, hi) pair per level, or None for the paper's rule")
+    num_classes = outputs["cls_logits"][0].shape[-1]
+    gt_boxes, gt_labels = pad_targets(targets, num_classes,
+                                      device=outputs["box_deltas"][0].device)
+    matched = assign(gt_boxes, gt_labels, outputs["locations"], strides, size_ranges,
+                     center_sampling_radius)                                  # (B, L)
+    losses = terms(outputs, matched, gt_boxes, gt_labels, box_loss=box_loss, focal=focal)
     losses["total"] = sum(losses.values())
     return losses

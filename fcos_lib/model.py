@@ -25,7 +25,6 @@ from fcos_lib.checkpoint import load_checkpoint
 from fcos_lib.config import FCOSConfig, model_preset
 from fcos_lib.fpn import FPN
 from fcos_lib.head import FCOSHead
-from fcos_lib.inference import detect
 from fcos_lib.losses import fcos_loss
 from fcos_lib.pieces import Pieces
 
@@ -84,8 +83,9 @@ class FCOS(nn.Module):
         self._locations: dict[tuple, list[Tensor]] = {}
 
     def use(self, pieces: Pieces) -> FCOS:
-        """Train and detect with ``pieces`` (assignment, classification loss, NMS) instead of
-        the library's; see :mod:`fcos_lib.pieces`. Returns the model itself."""
+        """Run, train and detect with ``pieces`` (head pass, assignment, classification loss,
+        loss assembly, NMS, detection) instead of the library's; see :mod:`fcos_lib.pieces`.
+        Returns the model itself."""
         if not isinstance(pieces, Pieces):
             raise ValueError(f"use() takes a fcos_lib.pieces.Pieces, got {type(pieces).__name__}: "
                              "build one with Pieces(...) or pieces.from_student(...)")
@@ -156,7 +156,7 @@ class FCOS(nn.Module):
         """
         self.check_images(images)
         pyramid = self.fpn(self.backbone(images))
-        outputs: dict[str, Any] = self.head(pyramid)
+        outputs: dict[str, Any] = self.pieces.head(self.head, pyramid)
         outputs["locations"] = self.locations([tuple(p.shape[-2:]) for p in pyramid],
                                               images.device)
         outputs["strides"] = list(self.strides)
@@ -166,7 +166,7 @@ class FCOS(nn.Module):
             raise ValueError(f"{len(targets)} targets for {len(images)} images: give one dict "
                              "(boxes, labels) per image")
         return fcos_loss(outputs, targets, **self.loss_config, assign=self.pieces.assign,
-                         focal=self.pieces.focal)
+                         focal=self.pieces.focal, terms=self.pieces.losses)
 
     @torch.no_grad()
     def predict(self, images: Tensor, score_thresh: float = 0.05, nms_thresh: float = 0.6,
@@ -181,7 +181,8 @@ class FCOS(nn.Module):
 
         Returns:
             B dicts: ``boxes`` (K, 4) xyxy pixels, ``scores`` (K,), ``labels`` (K,) int64,
-            ``levels`` (K,) int64 (the pyramid level of each box: 0 for the first).
+            ``levels`` (K,) int64 (the pyramid level of each box: 0 for the first; absent
+            when a student's detection, ``model.use(from_student(detect=...))``, made them).
         """
         was_training = self.training
         self.eval()
@@ -189,10 +190,11 @@ class FCOS(nn.Module):
             outputs = self(images)
         finally:
             self.train(was_training)
-        return detect(outputs, image_size=tuple(images.shape[-2:]), score_thresh=score_thresh,
-                      nms_thresh=nms_thresh, topk_candidates=topk_candidates,
-                      detections_per_img=detections_per_img,
-                      centerness_in_score=centerness_in_score, nms=self.pieces.nms)
+        return self.pieces.detect(outputs, image_size=tuple(images.shape[-2:]),
+                                  score_thresh=score_thresh, nms_thresh=nms_thresh,
+                                  topk_candidates=topk_candidates,
+                                  detections_per_img=detections_per_img,
+                                  centerness_in_score=centerness_in_score, nms=self.pieces.nms)
 
     # ------------------------------------------------------------------ builders
 

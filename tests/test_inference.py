@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchvision.models.detection import fcos_resnet50_fpn
 
-from fcos_lib.inference import detect
+from fcos_lib.inference import detect, detect_plain
 from fcos_lib.torchvision_port import from_torchvision
 
 NUM_CLASSES = 6
@@ -107,6 +107,32 @@ def test_detect_with_few_candidates_equals_torchvision(tv_case):
     assert sum(len(t["boxes"]) for t in expected) < 500
     assert_same_detections(mine, expected)
 
+
+
+@pytest.mark.parametrize("settings", [
+    TV_SETTINGS,
+    dict(score_thresh=0.55, nms_thresh=0.5, topk_candidates=30, detections_per_img=20),
+    dict(score_thresh=0.0, nms_thresh=1.0, topk_candidates=1, detections_per_img=3),
+    dict(score_thresh=0.3, nms_thresh=0.0, topk_candidates=1000, detections_per_img=1),
+    dict(score_thresh=1.0, nms_thresh=0.6, topk_candidates=1000, detections_per_img=100)])
+def test_detect_plain_is_detect_image_by_image(tv_case, settings):
+    """The exercise's plain, per-image version gives the batch detect's boxes, scores,
+    labels and order, on a non-square image with thousands of candidates and at both ends
+    of every option (NMS off and at its strictest, one candidate per level, one box)."""
+    _, images, ours, _ = tv_case
+    size = tuple(images.shape[-2:])
+    batch = detect(ours, size, **settings)
+    for i, expected in enumerate(batch):
+        boxes, scores, labels = detect_plain(
+            [c[i] for c in ours["cls_logits"]], [d[i] for d in ours["box_deltas"]],
+            [z[i] for z in ours["centerness"]], ours["locations"], ours["strides"], size,
+            settings["score_thresh"], settings["nms_thresh"], settings["topk_candidates"],
+            settings["detections_per_img"])
+        torch.testing.assert_close(boxes, expected["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(scores, expected["scores"], atol=1e-6, rtol=0)
+        assert torch.equal(labels, expected["labels"]) and labels.dtype == torch.int64
+    count = sum(len(d["boxes"]) for d in batch)
+    assert count == 0 if settings["score_thresh"] == 1.0 else count > 0
 
 def test_detect_options_and_batch_independence(tv_case):
     _, images, ours, _ = tv_case
