@@ -218,8 +218,8 @@ class TrainConfig:
         for name, allowed in TRAIN_CHOICES.items():
             one_of(name, getattr(self, name), allowed)
         self.gamma = number("gamma", self.gamma, 0.0, low_open=True, hint="e.g. gamma=0.1")
-        for name, high in (("momentum", 1.0), ("weight_decay", None), ("warmup_factor", 1.0)):
-            setattr(self, name, number(name, getattr(self, name), 0.0, high))
+        for name in ("momentum", "weight_decay", "warmup_factor"):   # (a decay above 1: never)
+            setattr(self, name, number(name, getattr(self, name), 0.0, 1.0))
         if self.clip_grad_norm is not None:
             self.clip_grad_norm = number("clip_grad_norm", self.clip_grad_norm, 0.0,
                                          low_open=True, hint="or None for no clipping")

@@ -48,7 +48,7 @@ from fcos_lib.inference import predict_dataset
 from fcos_lib.matching import match_coco, match_voc
 from fcos_lib.validate import number, one_of, whole
 
-__all__ = ["mean_average_precision", "iou_thresholds", "average_precision",
+__all__ = ["split_in_words", "mean_average_precision", "iou_thresholds", "average_precision",
            "interpolated_precision", "format_table", "evaluate_model", "METHODS"]
 
 METHODS = ("11point", "area", "coco101")
@@ -301,6 +301,24 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
     return "\n".join(lines)
 
 
+def split_in_words(dataset) -> str:
+    """A dataset split as a message names it: its class, its split, and the file that lists
+    its images where it has one (``sources()[0]``, as :class:`fcos_lib.data.VOCDataset`).
+
+    >>> from fcos_lib.data import ShapesDataset
+    >>> split_in_words(ShapesDataset("val", length=0))
+    "the 'val' split of ShapesDataset (0 images)"
+    """
+    while hasattr(dataset, "dataset") and len(dataset.dataset) == len(dataset):
+        dataset = dataset.dataset            # a cache around the dataset: the dataset's words
+    split = getattr(dataset, "split", None)
+    text = f"the {split!r} split of " if split else ""
+    sources = getattr(dataset, "sources", None)
+    files = sources() if callable(sources) else []
+    where = f"{files[0]}, the file that lists its images" if files else f"{len(dataset)} images"
+    return f"{text}{type(dataset).__name__} ({where})"
+
+
 def evaluate_model(model: nn.Module, dataset, *, max_images: int | None = None,
                    batch_size: int = 16, iou_threshold: float | str = 0.5,
                    method: str = "area", **detect_kwargs) -> dict[str, Any]:
@@ -313,6 +331,9 @@ def evaluate_model(model: nn.Module, dataset, *, max_images: int | None = None,
         The result dict of :func:`mean_average_precision`, over the dataset's classes, and
         ``images``, the number of images evaluated.
     """
+    if not len(dataset):    # (mean_average_precision would ask for prediction dicts)
+        raise ValueError(f"{split_in_words(dataset)} has no images to evaluate: add images "
+                         "to it, or evaluate another split")
     predictions, targets = predict_dataset(model, dataset, batch_size=batch_size,
                                            max_images=max_images, **detect_kwargs)
     return {**mean_average_precision(predictions, targets, iou_threshold, method,

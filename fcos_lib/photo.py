@@ -18,26 +18,32 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from fcos_lib.data.transforms import normalize, rgb_pixels
+from fcos_lib.data.voc import check_pixels
 
-__all__ = ["read_photo", "letterbox", "boxes_to_photo", "detect_photo", "sample_photo",
-           "draw_photo", "as_record", "record_json", "as_coco_results"]
+__all__ = ["IMAGE_KINDS", "read_photo", "letterbox", "boxes_to_photo", "detect_photo",
+           "sample_photo", "draw_photo", "as_record", "record_json", "as_coco_results"]
 
 MAX_ASPECT = 4
+IMAGE_KINDS = "JPEG, PNG, BMP, GIF, TIFF or WebP"   # what the commands and the viewer read
 
 
-def read_photo(photo) -> Tensor:
+def read_photo(photo, name: str | None = None) -> Tensor:
     """A photo as uint8 (3, H, W) RGB, upright as a viewer shows it (its EXIF orientation
     applied, as phones record it). Any mode Pillow opens is taken, 16-bit, greyscale,
-    palette, CMYK, with transparency: see :func:`fcos_lib.data.transforms.rgb_pixels`.
+    palette, CMYK, with transparency: see :func:`fcos_lib.data.transforms.rgb_pixels`. A
+    photo of more than :data:`fcos_lib.data.voc.MAX_PIXELS` is refused before it is decoded.
 
     Args:
         photo: a path, the bytes of a file (an upload), a PIL image, or uint8 (3, H, W).
+        name: what messages call it (default: its path; "the uploaded file" for bytes).
 
     Raises:
         ValueError: no such file, not an image, or an image too large to decode safely;
@@ -50,30 +56,41 @@ def read_photo(photo) -> Tensor:
             raise ValueError(f"a photo tensor must be uint8 (3, H, W), got {photo.dtype} "
                              f"{tuple(photo.shape)}")
         return photo
-    name = "the uploaded file" if isinstance(photo, (bytes, bytearray, memoryview)) else str(
-        getattr(photo, "filename", "") or photo)
-    if not isinstance(photo, (Image.Image, bytes, bytearray, memoryview)) and not Path(
-            photo).is_file():
+    raw = isinstance(photo, (bytes, bytearray, memoryview))
+    name = name or ("the uploaded file" if raw else str(getattr(photo, "filename", "") or photo))
+    if not isinstance(photo, Image.Image) and not raw and not Path(photo).is_file():
         raise ValueError(f"{photo}: no such file")
-    try:
-        if isinstance(photo, Image.Image):
-            image = photo
-        elif isinstance(photo, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(bytes(photo)))
-        else:
-            image = Image.open(photo)
-        with image:
-            pixels = rgb_pixels(ImageOps.exif_transpose(image))
+    try:      # only the header is read here, so that the size is checked before decoding
+        with warnings.catch_warnings():     # (Pillow's warning of a size refused below)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = photo if isinstance(photo, Image.Image) else Image.open(
+                io.BytesIO(bytes(photo)) if raw else photo)
+    except UnidentifiedImageError:     # (its words name a BytesIO object, not the file)
+        raise ValueError(f"{name}: not an image this can read; it reads {IMAGE_KINDS} files"
+                         ) from None
     except Image.DecompressionBombError as error:
         raise ValueError(f"{name}: too large to decode safely ({error}); shrink it first, e.g. "
                          "to 2000 pixels on its longer side") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{name}: not an image Pillow can read (JPEG, PNG, ...): {error}"
-                         ) from None
-    except ValueError as error:     # a mode with no way to RGB
-        raise ValueError(f"{name}: its pixels ({error}) do not convert to RGB: save it as an "
-                         "RGB JPEG or PNG") from None
+    except OSError as error:
+        raise ValueError(_unreadable(name, error)) from None
+    with image:
+        check_pixels(image, name)
+        try:
+            pixels = rgb_pixels(ImageOps.exif_transpose(image))
+        except OSError as error:           # a truncated or damaged image file
+            raise ValueError(_unreadable(name, error)) from None
+        except ValueError as error:        # a mode with no way to RGB
+            raise ValueError(f"{name}: its pixels ({error}) do not convert to RGB: save it as "
+                             "an RGB JPEG or PNG") from None
     return pixels
+
+
+def _unreadable(name: str, error: OSError) -> str:
+    """The message for a file Pillow opened but could not read, without the memory address
+    of an in-memory file that Pillow's own words carry."""
+    said = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the file", str(error))
+    return (f"{name}: not an image this can read ({said}); it reads {IMAGE_KINDS} files: save "
+            "it again as one")
 
 
 def letterbox(pixels: Tensor, size: int, multiple: int = 32) -> tuple[Tensor, float]:
@@ -164,22 +181,40 @@ def sample_photo(dataset: str = "shapes", root: str | Path = "data") -> Path:
 
 def draw_photo(pixels: Tensor, found: dict[str, Tensor], class_names: list[str], *,
                score_thresh: float = 0.0, max_side: int | None = None) -> Tensor:
-    """The photo with its detections above ``score_thresh`` (class colours, "name score"),
-    at its own size, or shrunk to ``max_side`` pixels on its longer side (for a screen).
+    """The photo with its detections scoring at least ``score_thresh`` (class colours,
+    "name score"), at its own size, or shrunk to ``max_side`` pixels on its longer side (for
+    a screen). The best box is drawn last, on top, and each label is placed clear of the
+    others, the best first (:func:`fcos_lib.review.write_labels`).
 
     Args:
         pixels: uint8 (3, H, W); found: :func:`detect_photo`'s output, in its pixels.
     """
     from torchvision.transforms.v2 import functional as F
+    from torchvision.utils import draw_bounding_boxes
 
-    from fcos_lib.viz import draw_detections
+    from fcos_lib.review import write_labels
+    from fcos_lib.viz import class_colors
 
-    factor = 1.0
+    keep = found["scores"] >= score_thresh
+    boxes, scores, labels = found["boxes"][keep].float(), found["scores"][keep], found[
+        "labels"][keep]
+    if len(labels) and int(labels.max()) >= len(class_names):
+        raise ValueError(f"label {int(labels.max())} but only {len(class_names)} class names: "
+                         "pass the names of the dataset the model was trained on")
     if max_side is not None and max(pixels.shape[-2:]) > max_side:
         factor = max_side / max(pixels.shape[-2:])
         pixels = F.resize(pixels, [round(d * factor) for d in pixels.shape[-2:]], antialias=True)
-        found = {**found, "boxes": found["boxes"] * factor}
-    return draw_detections(pixels, found, class_names=class_names, score_thresh=score_thresh)
+        boxes = boxes * factor
+    if not len(boxes):
+        return pixels
+    palette = class_colors(len(class_names))
+    colors = [palette[int(c)] for c in labels]
+    rising = torch.argsort(scores, stable=True).tolist()
+    pixels = draw_bounding_boxes(pixels, boxes[rising], colors=[colors[k] for k in rising],
+                                 width=max(2, round(min(pixels.shape[-2:]) / 160)))
+    best = rising[::-1]
+    texts = [f"{class_names[int(labels[k])]} {float(scores[k]):.2f}" for k in best]
+    return write_labels(pixels, boxes[best], texts, [colors[k] for k in best])
 
 
 def as_record(found: dict[str, Tensor], class_names: list[str], *, image: str, width: int,

@@ -18,16 +18,23 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
-from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, judge
+from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, IGNORED, STATUS_NAMES, TRUE_POSITIVE, judge
 from fcos_lib.positives import location_targets
 from fcos_lib.viz import class_mask, class_name, to_pixels
 
-__all__ = ["STATUS_COLORS", "FOUND_COLOR", "MISSED_COLOR", "place_labels", "only_classes",
-           "render_view", "level_panels", "legend_html", "model_location_targets", "level_names"]
+__all__ = ["STATUS_COLORS", "FOUND_COLOR", "MISSED_COLOR", "COLOR_NAMES", "place_labels",
+           "write_labels", "only_classes", "render_view", "level_panels", "legend_html",
+           "model_location_targets", "level_names", "title_band", "title_height"]
 
-STATUS_COLORS = {TRUE_POSITIVE: (0, 200, 60), FALSE_POSITIVE: (240, 40, 40),
-                 DUPLICATE: (255, 150, 0), IGNORED: (150, 150, 150)}
-FOUND_COLOR, MISSED_COLOR = (255, 255, 255), (0, 220, 255)
+# The verdicts' colours, each far from every class colour of the shapes dataset (red, green,
+# blue, yellow, magenta, cyan: at least 85 apart in RGB, more than the shapes' own jitter), so
+# that a box is never mistaken for the object under it; the legend names them.
+STATUS_COLORS = {TRUE_POSITIVE: (195, 255, 150), FALSE_POSITIVE: (255, 120, 160),
+                 DUPLICATE: (165, 105, 15), IGNORED: (150, 150, 150)}
+FOUND_COLOR, MISSED_COLOR = (255, 255, 255), (0, 0, 105)
+COLOR_NAMES = {STATUS_COLORS[TRUE_POSITIVE]: "light green", STATUS_COLORS[FALSE_POSITIVE]: "pink",
+               STATUS_COLORS[DUPLICATE]: "ochre", STATUS_COLORS[IGNORED]: "grey",
+               FOUND_COLOR: "white", MISSED_COLOR: "navy"}
 POSITIVE_COLOR = (255, 255, 255)
 
 
@@ -62,9 +69,17 @@ def place_labels(boxes: Tensor, sizes: Sequence[tuple[int, int]], width: int, he
     return places
 
 
-def _labels(pixels: Tensor, boxes: Tensor, texts: Sequence[str],
-            colors: Sequence[tuple[int, int, int]]) -> Tensor:
-    """Write ``texts`` on patches of ``colors`` next to ``boxes`` (:func:`place_labels`)."""
+def write_labels(pixels: Tensor, boxes: Tensor, texts: Sequence[str],
+                 colors: Sequence[tuple[int, int, int]]) -> Tensor:
+    """Write ``texts`` on patches of ``colors`` next to ``boxes``, each clear of the others
+    (:func:`place_labels`: the first ones get the best spots).
+
+    Args:
+        pixels: uint8 (3, H, W); boxes: (K, 4) xyxy pixels of it; texts, colors: K each.
+
+    Returns:
+        uint8 (3, H, W), a new tensor.
+    """
     from PIL import Image, ImageDraw
 
     picture = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
@@ -105,11 +120,13 @@ def render_view(image: Tensor, target: dict[str, Tensor] | None,
             predicted each, written in its label with ``level_names``).
         iou_threshold: the matching's IoU threshold (:func:`fcos_lib.diagnose.judge`).
         classes: show only these classes (None: all).
-        show_gt: draw the ground truth (white when found, cyan when missed).
+        show_gt: draw the ground truth (:data:`FOUND_COLOR` when found, thin; thicker in
+            :data:`MISSED_COLOR` when missed).
         class_names, scale: names for the labels; integer enlargement of the picture.
 
     Returns:
-        uint8 (3, H·scale, W·scale). Colours: :data:`STATUS_COLORS` for the detections.
+        uint8 (3, H·scale, W·scale). Colours: :data:`STATUS_COLORS` for the detections,
+        drawn from the lowest score up (the best on top), each label clear of the others.
     """
     pixels = to_pixels(image, scale)
     target, prediction = (None if d is None else only_classes(d, classes)
@@ -133,30 +150,34 @@ def render_view(image: Tensor, target: dict[str, Tensor] | None,
                 texts.append(f"{class_name(label, class_names)} missed")
     if prediction is not None and len(prediction["boxes"]):
         levels = prediction.get("levels")
-        for k, (box, label, score, status) in enumerate(zip(
-                prediction["boxes"].detach().cpu(), prediction["labels"].tolist(),
-                prediction["scores"].tolist(), verdict["status"].tolist())):
-            color = STATUS_COLORS[status]
-            pixels = draw_bounding_boxes(pixels, box[None].float() * scale, colors=[color],
-                                         width=width)
-            where = f" {level_names[int(levels[k])]}" if levels is not None and level_names \
-                else ""
-            boxes.append(box * scale)
-            colors.append(color)
-            texts.append(f"{class_name(label, class_names)} {score:.2f}{where}")
+        scores = prediction["scores"].detach().cpu()
+        # The lowest score first, the best last, on top: a true positive under a false
+        # positive keeps its outline; its label is placed first, in the best spot.
+        rising = torch.argsort(scores, stable=True).tolist()
+        pixels = draw_bounding_boxes(
+            pixels, prediction["boxes"].detach().cpu()[rising].float() * scale, width=width,
+            colors=[STATUS_COLORS[int(verdict["status"][k])] for k in rising])
+        for k in reversed(rising):
+            where = (f" {level_names[int(levels[k])]}" if levels is not None and level_names
+                     else "")
+            boxes.append(prediction["boxes"][k].detach().cpu().float() * scale)
+            colors.append(STATUS_COLORS[int(verdict["status"][k])])
+            texts.append(f"{class_name(int(prediction['labels'][k]), class_names)} "
+                         f"{float(scores[k]):.2f}{where}")
     if boxes:
-        pixels = _labels(pixels, torch.stack(boxes), texts, colors)
+        pixels = write_labels(pixels, torch.stack(boxes), texts, colors)
     return pixels
 
 
 def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, int],
                  classes: Sequence[int] | None = None,
-                 positives: dict[str, Tensor] | None = None, scale: int = 1) -> Tensor:
+                 positives: dict[str, Tensor] | None = None, scale: int = 1,
+                 titles: bool = False) -> Tensor:
     """What the model predicted on one level of one image, as two heat maps stacked: the
     class score (sigmoid, the maximum over ``classes``; magma) and the centerness (sigmoid;
     viridis), each cell of the level a square of the image, with the level's positive
     locations (``positives``, one level of :func:`fcos_lib.positives.location_targets`) as
-    white dots.
+    white dots; with ``titles``, each under its title ("P3 class score", "P3 centerness").
 
     Args:
         outputs: ``FCOS.forward``'s raw outputs for a batch of one image.
@@ -164,7 +185,9 @@ def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, in
         image_size: (H, W) of the image, pixels.
 
     Returns:
-        uint8 (3, 2·H·scale/2, W·scale/2): the two maps, each half the picture's size.
+        uint8 (3, 2·H·scale/2, W·scale/2): the two maps, each half the picture's size; with
+        ``titles``, (3, 2·(T + H·scale/2), W·scale/2), a band T = :func:`title_height`
+        pixels high over each map.
     """
     from matplotlib import colormaps
 
@@ -179,8 +202,10 @@ def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, in
                                                                                        cols)
     half = max(1, scale * stride // 2)                      # pixels per cell on a panel
     out_h, out_w = H * scale // 2, W * scale // 2
+    name = level_names([stride])[0]
     panels = []
-    for values, cmap in ((score, "magma"), (center, "viridis")):
+    for values, cmap, title in ((score, "magma", f"{name} class score"),
+                                (center, "viridis", f"{name} centerness")):
         rgb = torch.from_numpy(colormaps[cmap](values.numpy())[..., :3] * 255).round()
         big = rgb.to(torch.uint8).permute(2, 0, 1).repeat_interleave(half, 1)
         big = big.repeat_interleave(half, 2)[:, :out_h, :out_w].contiguous()
@@ -191,18 +216,39 @@ def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, in
                 for dy in range(-r, r + 1):
                     big[:, (xy[:, 1] + dy).clamp(0, out_h - 1), (xy[:, 0] + dx).clamp(
                         0, out_w - 1)] = torch.tensor(POSITIVE_COLOR, dtype=torch.uint8)[:, None]
-        panels.append(big)
+        panels += [title_band(title, out_w, title_height(H * scale)), big] if titles else [big]
     return torch.cat(panels, dim=1)
 
 
+def title_height(picture_height: int) -> int:
+    """The height in pixels of a title band over a map beside a picture this high."""
+    return max(12, round(picture_height / 22))
+
+
+def title_band(text: str, width: int, height: int) -> Tensor:
+    """``text`` in white on a dark band, uint8 (3, height, width), in a font that fits."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("RGB", (width, height), (40, 40, 40))
+    draw, size = ImageDraw.Draw(band), max(6, height - 4)
+    while size > 6 and draw.textlength(text, font=_font(size)) > width - 4:
+        size -= 1
+    font = _font(size)
+    left, top, _, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text((2 - left, (height - (bottom - top)) // 2 - top), text, font=font,
+              fill=(255, 255, 255))
+    return torch.from_numpy(np.array(band)).permute(2, 0, 1).contiguous()
+
+
 def legend_html() -> str:
-    """The colours' meaning, as a line of HTML for the viewer."""
+    """The colours' meaning, as a line of HTML for the viewer, in the words of its info line
+    (:data:`fcos_lib.diagnose.STATUS_NAMES`)."""
     def swatch(color, text):
         return (f'<span style="display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;'
                 f'background:rgb{tuple(color)};border:1px solid #555"></span>{text}')
-    return "".join([swatch(STATUS_COLORS[TRUE_POSITIVE], "true positive"),
-                    swatch(STATUS_COLORS[FALSE_POSITIVE], "false positive"),
-                    swatch(STATUS_COLORS[DUPLICATE], "duplicate"),
+    return "".join([swatch(STATUS_COLORS[TRUE_POSITIVE], STATUS_NAMES[TRUE_POSITIVE]),
+                    swatch(STATUS_COLORS[FALSE_POSITIVE], STATUS_NAMES[FALSE_POSITIVE]),
+                    swatch(STATUS_COLORS[DUPLICATE], STATUS_NAMES[DUPLICATE]),
                     swatch(FOUND_COLOR, "object found"), swatch(MISSED_COLOR, "object missed"),
                     " &nbsp; maps: class score (magma), centerness (viridis), white dots: "
                     "the level's positives"])

@@ -305,16 +305,18 @@ class Trainer:
         return values, lr
 
     def stop_non_finite(self, values: dict[str, float], what: str = "loss") -> None:
-        """Raise :class:`NonFiniteLossError` naming the step, the values and the fix."""
+        """Raise :class:`NonFiniteLossError` naming the step, the values and the fixes that
+        can work (:func:`non_finite_advice`)."""
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         kept = (f"the last good checkpoint, {self.path} (step {self.saved_step}), is kept"
                 if self.saved_step is not None else "no checkpoint had been written yet")
         step = self.step + (what != "weights")
-        raise NonFiniteLossError(
-            f"non-finite {what} at step {step}{f' ({parts})' if parts else ''}: training "
-            f"stopped; {kept}. Lower the learning rate (lr={self.cfg.lr}), lengthen the "
-            "warm-up or clip the gradients, then resume with the changed settings: --resume "
-            "--change-schedule (train(..., resume=True, change_schedule=True)).")
+        advice = non_finite_advice(self.cfg, self.step, what,
+                                   half=self.dtype == torch.float16,
+                                   kept=self.saved_step is not None)
+        raise NonFiniteLossError(f"non-finite {what} at step {step}"
+                                 f"{f' ({parts})' if parts else ''}: training stopped; {kept}. "
+                                 f"{advice}")
 
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``<out>/metrics.jsonl`` and pass it to ``on_log`` (rank 0)."""
@@ -338,6 +340,48 @@ def training_loader(train_set: Dataset, cfg: TrainConfig, step: int = 0,
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     return DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
                       num_workers=cfg.num_workers, pin_memory=pin_memory, generator=generator)
+
+
+# Beyond these, a setting that --change-schedule cannot change may be why a run diverged.
+USUAL_WEIGHT_DECAY, USUAL_MOMENTUM = 0.1, 0.99
+
+
+def non_finite_advice(cfg: TrainConfig, step: int, what: str = "loss", *, half: bool = False,
+                      kept: bool = True) -> str:
+    """What can fix a run stopped by a non-finite ``what`` (``"loss"``, ``"gradient"`` or
+    ``"weights"``) after ``step`` finished steps, naming only switches that can: not the
+    learning rate for a first step (no update has happened yet: the data or the model is
+    the cause) nor for float16 overflowing, and the settings that resuming cannot change
+    (``amp``, ``weight_decay``, ``momentum``) as such.
+
+    >>> non_finite_advice(TrainConfig(), 0)[:60]
+    'Nothing was updated yet, so the learning rate is not the cau'
+    """
+    afresh = "train afresh (another --out, or --overwrite)"
+    if step == 0 and what != "weights":
+        return ("Nothing was updated yet, so the learning rate is not the cause: look at the "
+                "data (images or boxes that are not finite, a dataset_kwargs setting) and the "
+                f"model's settings (model.*), then {afresh}.")
+    if half and what == "loss":
+        return ("float16 (amp) overflowed in the forward pass: train with --set amp=bf16 on a "
+                f"GPU that has it, or amp=off; amp cannot change on resume, so {afresh}.")
+    fixes = [f"lower the learning rate (now lr={cfg.lr:g}; e.g. --set lr={cfg.lr / 5:g})"]
+    if step <= 2 * max(cfg.warmup_steps, 50):
+        fixes.append(f"lengthen the warm-up (warmup_steps={cfg.warmup_steps})")
+    if cfg.clip_grad_norm is None and what != "gradient":
+        fixes.append("clip the gradients (--set clip_grad_norm=10)")
+    then = ("resume with the changed settings: --resume --change-schedule (train(..., "
+            "resume=True, change_schedule=True))" if kept else f"{afresh} with them")
+    text = f"{', '.join(fixes[:-1]) + ' or ' if len(fixes) > 1 else ''}{fixes[-1]}, then {then}."
+    text = text[0].upper() + text[1:]
+    odd = [f"weight_decay={cfg.weight_decay:g} (usual: 1e-4 with SGD, up to 0.05 with AdamW)"
+           ] if cfg.weight_decay > USUAL_WEIGHT_DECAY else []
+    if cfg.optimizer == "sgd" and cfg.momentum > USUAL_MOMENTUM:
+        odd.append(f"momentum={cfg.momentum:g} (usual: 0.9)")
+    if odd:
+        text += (f" This run also has {' and '.join(odd)}, which resuming cannot change: if "
+                 f"that is the cause, {afresh} with a usual value.")
+    return text
 
 
 # Settings a resumed run may change: where it writes, how far it goes, where it runs and how

@@ -3,8 +3,10 @@
 :class:`DetectorView` keeps, per image, the model's raw outputs, so that a new score or NMS
 threshold re-runs :func:`fcos_lib.inference.detect` on them, and orders the images by
 trouble (worst AP, most misses). :class:`BoxViewer` only wires ipywidgets controls (7.7, as
-on Colab, or 8) to it and to the plain drawing of :mod:`fcos_lib.review`. The viewer needs a
-running kernel: a saved notebook keeps the controls but not the code behind them.
+on Colab, or 8) to it and to the plain drawing of :mod:`fcos_lib.review`, in rows that wrap
+on a narrow screen. The viewer needs a running kernel: a saved notebook keeps the controls
+but not the code behind them. The viewer of a photo of your own,
+:class:`fcos_lib.photo_viewer.PhotoViewer`, is importable from here too.
 """
 from __future__ import annotations
 
@@ -12,19 +14,22 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, TRUE_POSITIVE, image_ap, judge
+from fcos_lib.diagnose import (DUPLICATE, FALSE_POSITIVE, STATUS_NAMES, TRUE_POSITIVE, image_ap,
+                               judge)
 from fcos_lib.inference import detect, predict_dataset
+from fcos_lib.photo_viewer import (DETECTIONS_KEPT, PhotoViewer, control_layout, uploaded_files,
+                                   wrapping_box)
 from fcos_lib.review import (legend_html, level_names, level_panels, model_location_targets,
                              only_classes, render_view)
-from fcos_lib.photo import detect_photo, draw_photo, read_photo
 from fcos_lib.viz import png_bytes
 
 __all__ = ["DetectorView", "BoxViewer", "PhotoViewer", "uploaded_files"]
+
+CANDIDATES_KEPT = 1000   # the most candidates shown before NMS
 
 
 class DetectorView:
@@ -73,9 +78,14 @@ class DetectorView:
         keep_all = (lambda boxes, scores, groups, iou:
                     torch.argsort(scores, descending=True))
         found = detect(self.outputs(i), tuple(image.shape[-2:]), score_thresh=score_thresh,
-                       nms_thresh=nms_thresh, detections_per_img=1000 if before_nms else 100,
+                       nms_thresh=nms_thresh,
+                       detections_per_img=CANDIDATES_KEPT if before_nms else DETECTIONS_KEPT,
                        nms=keep_all if before_nms else self.model.pieces.nms)[0]
         return {k: v.cpu() for k, v in found.items()}
+
+    def graded(self, iou_threshold: float) -> bool:
+        """Whether the images are graded at ``iou_threshold`` already (ordering is instant)."""
+        return iou_threshold in self._graded
 
     def order(self, by: str, iou_threshold: float = 0.5) -> list[int]:
         """The images' numbers in the order ``by``: ``"index"``, ``"ap"`` (the worst AP
@@ -103,17 +113,20 @@ class BoxViewer:
     """ipywidgets controls wired to :class:`DetectorView` and :func:`render_view`.
 
     Controls: ``order`` (by number, worst AP first, most misses first), ``position`` (the
-    slider along that order), ``score`` and ``nms`` (thresholds, re-running the detection),
-    ``before_nms`` (show the candidates), ``iou`` (the matching threshold), ``classes``
-    (all, or one), ``show_gt``, ``level`` (-1: none; else its maps beside the picture).
-    ``last_view`` holds the pixels last drawn, ``last_detections`` what was drawn, and
-    ``last_ms`` how long the update took. Display the viewer itself in a notebook.
+    slider along that order: the info line names the position and the image's number),
+    ``score`` and ``nms`` (thresholds, re-running the detection), ``before_nms`` (show the
+    candidates), ``iou`` (the matching threshold), ``classes`` (all, or one), ``show_gt``,
+    ``level`` (-1: none; else its maps beside the picture). ``last_view`` holds the pixels
+    last drawn, ``last_detections`` what was drawn, and ``last_ms`` how long the update
+    took. Display the viewer itself in a notebook.
 
     Args:
         model, dataset, class_names: as for :class:`DetectorView`.
         scale: the picture's enlargement (default: about 448 pixels on its longer side).
         score_thresh, nms_thresh, iou_threshold: the controls' first values.
     """
+
+    ORDERS = {"index": "by number", "ap": "worst AP first", "misses": "most misses first"}
 
     def __init__(self, model: torch.nn.Module, dataset, *, class_names=None,
                  scale: int | None = None,
@@ -125,24 +138,29 @@ class BoxViewer:
         self.model, self.scale = model, scale or max(1, round(448 / side))
         names = self.view.class_names
         last = len(self.view) - 1
-        self.order = w.Dropdown(options=[("by number", "index"), ("worst AP first", "ap"),
-                                         ("most misses first", "misses")], value="index",
-                                description="order")
-        self.position = w.IntSlider(0, min=0, max=last, description="image",
-                                    continuous_update=False)
+        wide, narrow = control_layout, lambda: control_layout("checkbox")
+        self.order = w.Dropdown(options=[(v, k) for k, v in self.ORDERS.items()], value="index",
+                                description="order", layout=wide())
+        self.position = w.IntSlider(0, min=0, max=last, description="position",
+                                    continuous_update=False, layout=wide())
         slider = dict(continuous_update=False, step=0.05, readout_format=".2f")
         self.score = w.FloatSlider(score_thresh, min=0.05, max=0.95, description="score >",
-                                   **slider)
-        self.nms = w.FloatSlider(nms_thresh, min=0.1, max=0.95, description="NMS IoU", **slider)
-        self.before_nms = w.Checkbox(False, description="candidates before NMS")
+                                   layout=wide(), **slider)
+        self.nms = w.FloatSlider(nms_thresh, min=0.1, max=0.95, description="NMS IoU",
+                                 layout=wide(), **slider)
+        self.before_nms = w.Checkbox(False, description="candidates before NMS", indent=False,
+                                     layout=narrow())
         self.iou = w.FloatSlider(iou_threshold, min=0.1, max=0.9, description="match IoU",
-                                 **slider)
+                                 layout=wide(), **slider)
         self.classes = w.Dropdown(options=[("all classes", -1)] + [
-            (n, i) for i, n in enumerate(names)], value=-1, description="classes")
-        self.show_gt = w.Checkbox(True, description="ground truth")
+            (n, i) for i, n in enumerate(names)], value=-1, description="classes",
+            layout=wide())
+        self.show_gt = w.Checkbox(True, description="ground truth", indent=False,
+                                  layout=narrow())
         self.level = w.Dropdown(options=[("no level", -1)] + [
             (f"{n} (stride {s})", i) for i, (n, s) in enumerate(
-                zip(self.view.level_names, model.strides))], value=-1, description="maps")
+                zip(self.view.level_names, model.strides))], value=-1, description="maps",
+            layout=wide())
         self.image = w.Image(format="png")
         self.info, self.legend = w.HTML(), w.HTML(legend_html())
         self.indices = self.view.order("index")
@@ -153,20 +171,22 @@ class BoxViewer:
         for control in (self.position, self.score, self.nms, self.before_nms, self.iou,
                         self.classes, self.show_gt, self.level):
             control.observe(self.redraw, "value")
-        narrow = w.Layout(width="auto")
-        self.widget = w.VBox([
-            w.HBox([self.order, self.position, self.classes]),
-            w.HBox([self.score, self.nms, self.before_nms]),
-            w.HBox([self.iou, self.show_gt, self.level]),
-            self.info, self.image, self.legend], layout=narrow)
+        # One box that wraps: as many controls a line as the notebook's width holds.
+        self.controls = wrapping_box([self.order, self.position, self.classes, self.score,
+                                      self.nms, self.before_nms, self.iou, self.show_gt,
+                                      self.level])
+        self.widget = w.VBox([self.controls, self.info, self.image, self.legend],
+                             layout=w.Layout(width="100%", overflow="visible"))
         self.redraw()
 
     def _reorder(self, change=None) -> None:
-        if self.order.value != "index":
+        if self.order.value != "index" and not self.view.graded(self.iou.value):
             self.info.value = "grading every image once, at the evaluation's settings..."
         self.indices = self.view.order(self.order.value, self.iou.value)
-        self.position.value = 0
-        self.redraw()
+        if self.position.value == 0:
+            self.redraw()
+        else:
+            self.position.value = 0        # (which redraws)
 
     def redraw(self, change: dict | None = None) -> None:
         """Draw the picture for the controls' current values (called on every change)."""
@@ -185,8 +205,11 @@ class BoxViewer:
             positives = model_location_targets(self.model, shown, *image.shape[-2:])[
                 self.level.value]
             panels = level_panels(self.view.outputs(i), self.level.value,
-                                  tuple(image.shape[-2:]), classes, positives, self.scale)
-            view = torch.cat([view, panels[:, :view.shape[1]]], dim=2)
+                                  tuple(image.shape[-2:]), classes, positives, self.scale,
+                                  titles=True)
+            below = max(0, panels.shape[1] - view.shape[1])   # the maps' titles: room under
+            view = torch.cat([torch.nn.functional.pad(view, (0, 0, 0, below), value=255),
+                              panels[:, :view.shape[1] + below]], dim=2)
         self.last_view, self.last_detections = view, found
         self.image.value = png_bytes(view)
         self.image.layout.width = f"{view.shape[2]}px"     # its own size, not the output's
@@ -195,19 +218,28 @@ class BoxViewer:
         self.last_ms = 1000 * (time.perf_counter() - start)
 
     def _info(self, i, target, found, classes, positives) -> str:
+        capped = len(found["boxes"]) >= (CANDIDATES_KEPT if self.before_nms.value
+                                         else DETECTIONS_KEPT)
         target, found = only_classes(target, classes), only_classes(found, classes)
         verdict = judge(found, target, self.iou.value)
         count = [int((verdict["status"] == s).sum()) for s in
                  (TRUE_POSITIVE, FALSE_POSITIVE, DUPLICATE)]
+        said = ", ".join(f"{n} {STATUS_NAMES[s]}{'' if n == 1 else 's'}" for n, s in zip(
+            count, (TRUE_POSITIVE, FALSE_POSITIVE, DUPLICATE)))
         objects = int((~target.get("difficult", torch.zeros(len(target["labels"]),
                                                             dtype=torch.bool))).sum())
         missed = int((~verdict["found"]).sum())
         ap = image_ap(found, target, len(self.view.class_names), self.iou.value)
-        text = (f"<b>image {i}</b>: {count[0]} right, {count[1]} wrong, {count[2]} "
-                f"duplicate{'' if count[2] == 1 else 's'}; "
-                f"{objects - missed} of {objects} objects found"
+        where = (f"<b>image {i}</b> (position {self.position.value} of {len(self.indices)}, "
+                 f"{self.ORDERS[self.order.value]})")
+        text = (f"{where}: {said}; {objects - missed} of {objects} objects found"
                 f"{'' if math.isnan(ap) else f'; AP {ap:.2f} at IoU {self.iou.value:.2f}'}"
                 f"{'' if self.show_gt.value else ' (ground truth hidden)'}")
+        if capped:
+            what = ((CANDIDATES_KEPT, "candidates") if self.before_nms.value else
+                    (DETECTIONS_KEPT, "detections"))
+            text += (f"; the {what[0]} best-scored {what[1]} only, the most kept: a lower "
+                     "score threshold shows no more")
         if positives is not None:
             text += (f"; {self.view.level_names[self.level.value]}: "
                      f"{int(positives['positive'].sum())} positive locations")
@@ -215,84 +247,6 @@ class BoxViewer:
 
     def _ipython_display_(self) -> None:
         """Display as the widget itself (ipywidgets 7, which Colab ships, and 8)."""
-        from IPython.display import display
-
-        display(self.widget)
-
-
-def uploaded_files(value) -> list[tuple[str, bytes]]:
-    """``(name, content)`` of the files in a ``FileUpload``'s value: ipywidgets 8 gives a tuple
-    of dicts with ``name`` and ``content``, 7 a dict from the name to one with ``content``."""
-    if isinstance(value, dict):
-        return [(name, bytes(item["content"])) for name, item in value.items()]
-    return [(item["name"], bytes(item["content"])) for item in value]
-
-
-class PhotoViewer:
-    """A photo of your own with the detector's boxes, at a score threshold you choose.
-
-    Controls: ``score`` (a slider: the photo is detected once, at 0.05, and drawn at the
-    slider's threshold) and ``upload`` (a file button; ``None`` where ``upload=False``, as on
-    Colab, whose own ``files.upload()`` the notebook uses). ``last_found`` holds the
-    detections drawn, ``last_view`` the picture.
-
-    Args:
-        model: an FCOS; size: the image size it was trained at; class_names: its classes.
-        photo: anything :func:`fcos_lib.photo.read_photo` takes; name: what to call it.
-        max_side: the picture's longer side on screen at most, pixels.
-    """
-
-    def __init__(self, model: torch.nn.Module, size: int, class_names: Sequence[str], photo, *,
-                 name: str | None = None, score_thresh: float = 0.3, upload: bool = True,
-                 max_side: int = 800):
-        import ipywidgets as w
-
-        self.model, self.size, self.names, self.max_side = model, size, list(class_names), max_side
-        self.score = w.FloatSlider(score_thresh, min=0.05, max=0.95, step=0.05,
-                                   readout_format=".2f", description="score >",
-                                   continuous_update=False)
-        self.upload = w.FileUpload(accept="image/*", multiple=False,
-                                   description="your photo") if upload else None
-        self.image, self.info = w.Image(format="png"), w.HTML()
-        self.last_view, self.last_found = None, None
-        self.score.observe(self.redraw, "value")
-        controls = [self.score] + ([self.upload] if upload else [])
-        if upload:
-            self.upload.observe(self._uploaded, "value")
-        self.widget = w.VBox([w.HBox(controls), self.info, self.image])
-        self.show(photo, name or (str(photo) if isinstance(photo, (str, Path)) else "your photo"))
-
-    def show(self, photo, name: str) -> None:
-        """Detect on ``photo`` and draw it; a file that is no photo leaves the last one and
-        says why."""
-        try:
-            self.pixels = read_photo(photo)
-        except ValueError as err:
-            self.info.value = f'<span style="color:#c00">{err}</span>'
-            return
-        self.name = name
-        self.found = detect_photo(self.model, self.pixels, self.size, score_thresh=0.05)
-        self.redraw()
-
-    def _uploaded(self, change) -> None:
-        files = uploaded_files(change["new"])
-        if files:
-            self.show(files[0][1], files[0][0])
-
-    def redraw(self, change: dict | None = None) -> None:
-        """Draw the photo at the slider's threshold."""
-        keep = self.found["scores"] > self.score.value
-        self.last_found = {k: v[keep] for k, v in self.found.items()}
-        view = draw_photo(self.pixels, self.last_found, self.names, max_side=self.max_side)
-        self.last_view = view
-        self.image.value = png_bytes(view)
-        self.image.layout.width = f"{view.shape[2]}px"
-        self.image.layout.max_width = "100%"
-        height, width = self.pixels.shape[-2:]
-        self.info.value = (f"<b>{self.name}</b>, {width} x {height} pixels: "
-                           f"{int(keep.sum())} boxes above {self.score.value:.2f}")
-
-    def _ipython_display_(self) -> None:
         from IPython.display import display
 
         display(self.widget)

@@ -3,9 +3,12 @@
 The test trains a small shapes detector where notebook 06 would have left it, opens notebook
 07 in JupyterLab, runs it from the Run menu (quick mode), and then, in the page: every cell
 ran without an error, the viewer's controls are there (no "Loading widget...", no "Error
-displaying widget"), moving the image slider, the NMS threshold and the matching IoU redraws
-the picture, and the browser's console shows no error. Screenshots go to
-``runs/browser-test/`` (or ``$FCOS_ARTIFACTS``).
+displaying widget"), moving the position slider, the NMS threshold and the matching IoU
+redraws the picture, and the browser's console shows no error. Then, in a window of 1024 x 700
+and of 1366 x 768 pixels with JupyterLab's file browser open, no control of either viewer is
+cut off or scrolls, every slider keeps a usable track, and at 1366 x 768 the box viewer's
+controls and picture fit on the screen together. Screenshots go to ``runs/browser-test/``
+(or ``$FCOS_ARTIFACTS``).
 
 It needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without
 them it is skipped, saying what is missing, unless ``FCOS_BROWSER_TEST=required`` (set by
@@ -252,19 +255,26 @@ def _plain(html: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", "", html).split())
 
 
-def test_the_viewer_in_a_real_browser(lab, browser, capsys):
-    """Run All from the menu, then the viewer answers its controls with the library's pictures."""
-    from fcos_lib.config import TrainConfig
-    from fcos_lib.model import FCOS
-    from fcos_lib.train import build_datasets
-    from fcos_lib.viewer import BoxViewer
-
+@pytest.fixture(scope="module")
+def ran(lab, browser):
+    """Notebook 07 opened in the browser and run from the menu: the page, and the seconds."""
     page = Page(browser, lab)
     browser.get(f"{lab['url']}/lab/tree/07_evaluate.ipynb?token={lab['token']}")
     _wait(lambda: len(page.find(".jp-CodeCell")) > 10 and "Idle" in browser.find_element(
         page.by.ID, "jp-main-statusbar").text, 120, "the notebook to open with an idle kernel")
     seconds = page.run_all_from_the_menu()
     page.shot("1-after-run-all")
+    return page, seconds
+
+
+def test_the_viewer_in_a_real_browser(lab, browser, ran, capsys):
+    """Run All from the menu, then the viewer answers its controls with the library's pictures."""
+    from fcos_lib.config import TrainConfig
+    from fcos_lib.model import FCOS
+    from fcos_lib.train import build_datasets
+    from fcos_lib.viewer import BoxViewer
+
+    page, seconds = ran
     prompts = page.prompts()
     assert all(p[1:-2].isdigit() for p in prompts), f"cells not run: {prompts}"
     errors = [e.text[:500] for e in page.find(
@@ -278,7 +288,7 @@ def test_the_viewer_in_a_real_browser(lab, browser, capsys):
                                    ".naturalHeight, arguments[0].getBoundingClientRect().width]",
                                    pictures[1])
     assert photo == [480, 240, 480], f"the sample photo shown as {photo}, not whole at 480 x 240"
-    for name in ("image", "score >", "NMS IoU", "match IoU"):
+    for name in ("position", "score >", "NMS IoU", "match IoU"):
         assert page.slider(name).is_displayed()
     for name, first in (("order", "by number"), ("classes", "all classes"), ("maps", "no level")):
         assert page.select(name).first_selected_option.text == first   # not blank
@@ -301,7 +311,7 @@ def test_the_viewer_in_a_real_browser(lab, browser, capsys):
                    if counts(i, 0.6, 0.5)[0] != counts(i, 0.95, 0.5)[0]
                    and counts(i, 0.95, 0.5)[1] != counts(i, 0.95, 0.9)[1]), None)
     assert chosen is not None, "no validation image where NMS and the match IoU matter"
-    steps = [("image", chosen, dict(position=chosen, nms=0.6, iou=0.5)),
+    steps = [("position", chosen, dict(position=chosen, nms=0.6, iou=0.5)),
              ("NMS IoU", 0.95, dict(position=chosen, nms=0.95, iou=0.5)),
              ("match IoU", 0.9, dict(position=chosen, nms=0.95, iou=0.9))]
     timings = []
@@ -309,15 +319,16 @@ def test_the_viewer_in_a_real_browser(lab, browser, capsys):
         shown = page.picture()
         start = time.monotonic()
         page.set_slider(control, value)
-        _wait(lambda: page.picture() != shown, 30, f"the picture to change after {control}",
-              every=0.02)
+        _wait(lambda shown=shown: page.picture() != shown, 30,
+              f"the picture to change after {control}", every=0.02)
         timings.append(1000 * (time.monotonic() - start))
         here.position.value, here.nms.value, here.iou.value = (state["position"], state["nms"],
                                                                state["iou"])
         assert torch.equal(_pixels(page.picture()), here.last_view), control
         assert page.info() == _plain(here.info.value), control
         page.shot(f"{k}-{control.replace(' ', '-')}-{value}")
-    assert page.info().startswith(f"image {chosen}:")
+    assert page.info().startswith(f"image {chosen} (position {chosen} of {len(val_set)}, by "
+                                  "number):")           # the slider's number, and the image's
     # A level's maps beside the picture, then no level again (the dropdown is not blank).
     shown = page.picture()
     page.select("maps").select_by_visible_text(f"{here.view.level_names[0]} (stride 8)")
@@ -332,6 +343,73 @@ def test_the_viewer_in_a_real_browser(lab, browser, capsys):
     assert page.select("maps").first_selected_option.text == "no level"
     assert page.console_errors() == []
     with capsys.disabled():
-        print(f"\nbrowser: Run All {seconds:.0f} s (quick mode); redraws seen after image, NMS, "
-              f"match IoU: {', '.join(f'{t:.0f} ms' for t in timings)} (typed, to the new "
+        print(f"\nbrowser: Run All {seconds:.0f} s (quick mode); redraws seen after position, "
+              f"NMS, match IoU: {', '.join(f'{t:.0f} ms' for t in timings)} (typed, to the new "
               f"picture on the page); screenshots in {ARTIFACTS}")
+
+
+# What the page says of the viewers' controls at the window's size (ipywidgets 8's classes).
+LAYOUT_SCRIPT = """
+const rows = [...document.querySelectorAll('.fcos-controls')];
+const browser = document.querySelector('#filebrowser');
+const notebook = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');
+return {
+  inner: [innerWidth, innerHeight],
+  fileBrowser: browser ? browser.getBoundingClientRect().width : 0,
+  notebookHeight: notebook ? notebook.clientHeight : 0,
+  rows: rows.map(row => {
+    const box = row.getBoundingClientRect();
+    return {left: box.left, right: box.right, top: box.top, scroll: row.scrollWidth,
+            client: row.clientWidth,
+            controls: [...row.children].map(c => {
+              const r = c.getBoundingClientRect(), label = c.querySelector('label');
+              return {name: (label && label.textContent) || c.textContent.trim().slice(0, 30),
+                      left: r.left, right: r.right, width: r.width, height: r.height};
+            }),
+            tracks: [...row.querySelectorAll('.slider-container')].map(
+              t => t.getBoundingClientRect().width)};
+  }),
+  pictures: [...document.querySelectorAll('img.widget-image')].map(
+    i => i.getBoundingClientRect().bottom),
+};
+"""
+
+
+@pytest.mark.parametrize("width, height", [(1024, 700), (1366, 768)])
+def test_the_controls_fit_a_small_screen_with_the_file_browser_open(ran, browser, width,
+                                                                      height):
+    """No control cut off or scrolled, no slider squeezed to nothing; at 1366 x 768 the box
+    viewer's controls and its picture fit on the screen together."""
+    page, _ = ran
+    browser.set_window_size(width, height)
+    outer = browser.execute_script("return [outerWidth - innerWidth, outerHeight - innerHeight]")
+    browser.set_window_size(width + outer[0], height + outer[1])     # the page's own size
+    if not browser.execute_script("const f = document.querySelector('#filebrowser');"
+                                  "return f && f.getBoundingClientRect().width > 0"):
+        page.find('.jp-SideBar .lm-TabBar-tab[data-id="filebrowser"]')[0].click()
+
+    def settled():
+        found = browser.execute_script(LAYOUT_SCRIPT)
+        return found if found["inner"] == [width, height] and found["fileBrowser"] > 100 and \
+            len(found["rows"]) == 2 else None
+    found = _wait(settled, 20, f"the page at {width} x {height} with the file browser open")
+    time.sleep(1)                            # (JupyterLab lays out once more after a resize)
+    found = browser.execute_script(LAYOUT_SCRIPT)
+    rows = found["rows"]
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})",
+                               page.find(".fcos-controls")[0])
+    browser.save_screenshot(str(ARTIFACTS / f"6-controls-{width}x{height}.png"))
+    for row in rows:
+        assert row["scroll"] <= row["client"] + 1, f"a control row scrolls: {row}"
+        for control in row["controls"]:
+            assert control["width"] > 0 and control["height"] > 0, control
+            assert row["left"] - 1 <= control["left"] and control["right"] <= row["right"] + 1, \
+                f"{control['name']!r} is cut off at {width} x {height}: {control}, row {row}"
+            assert control["right"] <= width, control
+        assert all(track >= 80 for track in row["tracks"]), f"a slider squeezed: {row['tracks']}"
+    assert len(rows[0]["tracks"]) == 4 and len(rows[1]["tracks"]) == 1    # every slider there
+    if (width, height) == (1366, 768):       # the box viewer: its controls, then its picture
+        tall = found["pictures"][0] - rows[0]["top"]
+        assert tall <= found["notebookHeight"], (
+            f"the controls and the picture take {tall:.0f} px; the notebook shows "
+            f"{found['notebookHeight']} px at {width} x {height}")

@@ -28,7 +28,7 @@ FLOORS = [
     ("the detector and its measure", ["model", "evaluate"]),
     ("around the detector", ["torchvision_port", "trainer", "viz", "curves", "diagnose",
                              "review", "photo"]),
-    ("wholes", ["train", "viewer", "checks"]),
+    ("wholes", ["train", "viewer", "photo_viewer", "checks"]),
     ("commands", ["commands", "__main__"]),
 ]
 LONG = "Why this module is longer than 300 lines"

@@ -17,8 +17,9 @@ from fcos_lib.diagnose import (DUPLICATE, FALSE_POSITIVE, IGNORED, TRUE_POSITIVE
                                judge)
 from fcos_lib.inference import predict_dataset
 from fcos_lib.model import FCOS
-from fcos_lib.review import (FOUND_COLOR, MISSED_COLOR, STATUS_COLORS, level_panels,
-                             model_location_targets, place_labels, render_view)
+from fcos_lib.review import (FOUND_COLOR, MISSED_COLOR, STATUS_COLORS, legend_html,
+                             level_panels, model_location_targets, place_labels, render_view,
+                             title_band, title_height)
 from fcos_lib.viewer import BoxViewer, DetectorView
 
 GRAY = 60
@@ -159,23 +160,32 @@ def test_level_panels_show_the_models_maps_and_the_positives():
     outputs = {"cls_logits": [cls], "centerness": [ctr], "strides": [stride]}
     positives = {"locations": torch.tensor([[36.0, 36], [4, 4]]),
                  "positive": torch.tensor([True, False])}
-    panels = level_panels(outputs, 0, (size, size), positives=positives, scale=2)
-    assert panels.shape == (3, 128, 64)          # two maps of 64 x 64, one above the other
+    assert level_panels(outputs, 0, (size, size), scale=2).shape == (3, 128, 64)
+    panels = level_panels(outputs, 0, (size, size), positives=positives, scale=2, titles=True)
+    T = title_height(128)                        # a title over each map
+    assert panels.shape == (3, 2 * (T + 64), 64)  # two maps of 64 x 64, one above the other
+    top, bottom = T, 2 * T + 64                  # where each map starts
     magma, viridis = matplotlib.colormaps["magma"], matplotlib.colormaps["viridis"]
 
     def rgb(cmap, p):
         return tuple(int(round(255 * v)) for v in cmap(p)[:3])
 
-    assert color_at(panels, 8 + 1, 8 + 1) == rgb(magma, torch.sigmoid(torch.tensor(3.0)).item())
-    assert color_at(panels, 30, 30) == rgb(magma, torch.sigmoid(torch.tensor(-6.0)).item())
-    assert color_at(panels, 16 + 1, 64 + 16 + 1) == rgb(viridis, torch.sigmoid(
+    assert color_at(panels, 8 + 1, top + 8 + 1) == rgb(magma, torch.sigmoid(
+        torch.tensor(3.0)).item())
+    assert color_at(panels, 30, top + 30) == rgb(magma, torch.sigmoid(torch.tensor(-6.0)).item())
+    assert color_at(panels, 16 + 1, bottom + 16 + 1) == rgb(viridis, torch.sigmoid(
         torch.tensor(4.0)).item())
-    assert color_at(panels, 36, 36) == (255, 255, 255)           # the positive, on both maps
-    assert color_at(panels, 36, 64 + 36) == (255, 255, 255)
-    assert color_at(panels, 4, 4) != (255, 255, 255)             # not a positive
+    assert color_at(panels, 36, top + 36) == (255, 255, 255)     # the positive, on both maps
+    assert color_at(panels, 36, bottom + 36) == (255, 255, 255)
+    assert color_at(panels, 4, top + 4) != (255, 255, 255)       # not a positive
     # One class only: class 0's map is dark where class 2 was bright.
-    only0 = level_panels(outputs, 0, (size, size), classes=[0], scale=2)
+    only0 = level_panels(outputs, 0, (size, size), classes=[0], scale=2)      # no titles
     assert color_at(only0, 9, 9) == rgb(magma, torch.sigmoid(torch.tensor(-6.0)).item())
+    # The titles: the level and the map's name, written on a dark band over each map.
+    for start, name in ((0, "P3 class score"), (T + 64, "P3 centerness")):
+        band = panels[:, start:start + T]
+        assert torch.equal(band, title_band(name, 64, T)) and (band == 255).any()
+        assert color_at(band, 63, 0) == (40, 40, 40)
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +307,146 @@ def test_the_viewer_displays_as_its_widget(setup):
     (shown,) = captured.outputs
     assert shown.data["application/vnd.jupyter.widget-view+json"]["model_id"] == \
         viewer.widget.model_id
+
+
+# ------------------------------------------------------------------ issue 25: what a person sees
+
+
+def test_a_true_positive_under_a_false_positive_keeps_its_outline_and_its_label():
+    """Two boxes on one place: the better (a true positive) is drawn last, on top, and each
+    keeps a label of its verdict's colour, the better one in the first spot (above the box)."""
+    image = torch.full((3, 128, 128), GRAY, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[30.0, 40, 100, 110]]), "labels": torch.tensor([0])}
+    box = target["boxes"][0]
+    prediction = {"boxes": torch.stack([box, box]), "scores": torch.tensor([0.9, 0.6]),
+                  "labels": torch.tensor([0, 1])}            # a cat, and a dog on the cat
+    for order in ([0, 1], [1, 0]):                           # in either order given
+        shuffled = {k: v[order] for k, v in prediction.items()}
+        view = render_view(image, target, shuffled, class_names=["cat", "dog"], scale=1)
+        tp, fp = STATUS_COLORS[TRUE_POSITIVE], STATUS_COLORS[FALSE_POSITIVE]
+        for x, y in ((30, 75), (99, 75), (65, 109)):         # the edges: left, right, bottom
+            assert color_at(view, x, y) == tp, (order, x, y)
+        assert color_at(view, 31, 38) == tp                  # the best label: above the box
+        assert color_at(view, 31, 45) == fp                  # the other: inside, along the top
+        both = [int((view == torch.tensor(c)[:, None, None]).all(0).sum()) for c in (tp, fp)]
+        assert min(both) > 50, both
+
+
+def test_the_photo_viewers_labels_are_placed_clear_of_each_other():
+    """draw_photo places its labels as the main viewer does: two boxes on one place keep two
+    labels (before, the second was written over the first)."""
+    from fcos_lib.photo import draw_photo
+    from fcos_lib.viz import class_colors
+
+    pixels = torch.full((3, 200, 300), GRAY, dtype=torch.uint8)
+    box = torch.tensor([60.0, 60, 200, 160])
+    found = {"boxes": torch.stack([box, box, box + 4]), "scores": torch.tensor([0.5, 0.9, 0.7]),
+             "labels": torch.tensor([1, 0, 2])}
+    drawn = draw_photo(pixels, found, ["a", "b", "c"])
+    colors = class_colors(3)
+    assert color_at(drawn, 60, 110) == colors[0]             # the best box on top
+    assert color_at(drawn, 61, 58) == colors[0]              # its label above it
+    for c in colors:
+        assert int((drawn == torch.tensor(c)[:, None, None]).all(0).sum()) > 40, c
+
+
+def test_verdict_colours_are_far_from_the_shapes_own_colours():
+    """A missed cyan cross was drawn in cyan: each colour of a verdict or an object now lies
+    farther from every class colour of the shapes (and its random shade, +-25 a channel)
+    than any shade can come, and they differ from each other; the legend names each."""
+    from fcos_lib.data.shapes import SHAPE_COLORS
+    from fcos_lib.review import COLOR_NAMES
+
+    ours = [*STATUS_COLORS.values(), FOUND_COLOR, MISSED_COLOR]
+    shade = 25 * 3 ** 0.5
+    for color in ours:
+        for shape in SHAPE_COLORS:
+            assert np.linalg.norm(np.subtract(color, shape)) > 2 * shade, (color, shape)
+        for other in ours:
+            assert other == color or np.linalg.norm(np.subtract(color, other)) > 60
+    legend = legend_html()
+    for color in (STATUS_COLORS[TRUE_POSITIVE], STATUS_COLORS[FALSE_POSITIVE],
+                  STATUS_COLORS[DUPLICATE], FOUND_COLOR, MISSED_COLOR):
+        assert f"rgb{color}" in legend and color in COLOR_NAMES
+
+
+def test_the_info_line_speaks_the_legends_words_and_names_the_sliders_position(setup):
+    from fcos_lib.diagnose import STATUS_NAMES
+
+    model, data = setup
+    viewer = BoxViewer(model, data, scale=1, score_thresh=0.05)
+    info, legend = viewer.info.value, legend_html()
+    for status in (TRUE_POSITIVE, FALSE_POSITIVE, DUPLICATE):
+        assert STATUS_NAMES[status] in info and STATUS_NAMES[status] in legend
+    assert " right" not in info and " wrong" not in info
+    assert viewer.position.description == "position"
+    assert "<b>image 0</b> (position 0 of 6, by number)" in info
+    viewer.order.value = "ap"
+    viewer.position.value = 2
+    assert (f"<b>image {viewer.indices[2]}</b> (position 2 of 6, worst AP first)"
+            in viewer.info.value)
+
+
+def test_grading_is_announced_only_when_it_happens(setup):
+    model, data = setup
+    viewer = BoxViewer(model, data, scale=1)
+    said = []
+    viewer.info.observe(lambda change: said.append(change["new"]), "value")
+    viewer.order.value = "ap"
+    assert any("grading" in s for s in said)
+    said.clear()
+    viewer.order.value = "index"
+    viewer.order.value = "misses"                     # graded already, at this IoU
+    assert said and not any("grading" in s for s in said)
+
+
+def test_the_info_line_says_when_the_detection_cap_makes_the_score_slider_idle():
+    torch.manual_seed(0)
+    model = FCOS(6).eval()
+    with torch.no_grad():
+        model.head.cls_logits.bias.fill_(4.0)          # every class everywhere: far over 100
+    data = ShapesDataset("val", image_size=64, length=2)
+    viewer = BoxViewer(model, data, scale=1, score_thresh=0.05, nms_thresh=0.95)
+    assert len(viewer.last_detections["boxes"]) == 100
+    assert "the 100 best-scored detections only" in viewer.info.value
+    assert "a lower score threshold shows no more" in viewer.info.value
+    viewer.score.value = 0.95                          # now the threshold cuts: no cap
+    assert len(viewer.last_detections["boxes"]) < 100
+    assert "best-scored" not in viewer.info.value
+
+
+def test_the_maps_come_with_titles_and_the_picture_is_not_cut(setup):
+    model, data = setup
+    viewer = BoxViewer(model, data, scale=2)
+    plain = viewer.last_view
+    viewer.level.value = 0
+    T = title_height(128)
+    assert viewer.last_view.shape == (3, 128 + 2 * T, 128 + 64)
+    assert torch.equal(viewer.last_view[:, :128, :128], plain)       # the picture, whole
+    assert (viewer.last_view[:, 128:, :128] == 255).all()           # room under it
+
+
+def test_an_upload_that_is_no_image_is_named_with_the_kinds_that_are_read(checkpoint):
+    from fcos_lib.photo import IMAGE_KINDS, sample_photo
+    from fcos_lib.photo_viewer import PhotoViewer
+
+    model, config = FCOS.from_checkpoint(checkpoint)
+    viewer = PhotoViewer(model, 64, config["class_names"], sample_photo())
+    viewer.show(b"%PDF-1.4 not a picture", "report.pdf")
+    assert "report.pdf: not an image this can read" in viewer.info.value
+    assert IMAGE_KINDS in viewer.info.value
+    assert "BytesIO" not in viewer.info.value and "0x" not in viewer.info.value
+
+
+def test_the_controls_wrap_instead_of_scrolling(setup):
+    """Every control row wraps (CSS flex-flow), sliders keep a usable width; the layout
+    traits are those of ipywidgets 7.7 (Colab) and 8 alike."""
+    from fcos_lib.photo_viewer import PhotoViewer  # noqa: F401 (the other viewer, same rows)
+
+    model, data = setup
+    viewer = BoxViewer(model, data, scale=1)
+    assert viewer.controls.layout.flex_flow == "row wrap"
+    assert viewer.controls.layout.overflow == "visible"
+    for slider in (viewer.position, viewer.score, viewer.nms, viewer.iou):
+        assert slider.layout.min_width == "240px" and slider.layout.flex == "1 1 270px"
+    assert viewer.before_nms.layout.width == "auto" and viewer.show_gt.layout.width == "auto"

@@ -112,6 +112,28 @@ def _run_demo(out: Path, steps: int | None, device: str | None, fresh: bool, pro
     return metrics
 
 
+def for_the_demo(advice: str, out: str) -> str:
+    """The trainer's advice after a non-finite stop in the demo's words: the demo has no
+    ``--set`` nor ``--change-schedule``, but its folder is a training run that ``train``
+    continues; its ``--fresh`` starts over.
+
+    >>> for_the_demo("then resume: --resume --change-schedule (train(...))", "runs/demo")
+    'then resume: python -m fcos_lib train --out runs/demo --resume --change-schedule (train(...))'
+    """
+    return (advice.replace("--resume --change-schedule",
+                           f"python -m fcos_lib train --out {out} --resume --change-schedule")
+            .replace("another --out, or --overwrite", "another --out, or --fresh")
+            .replace("train afresh", "run the demo afresh"))
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file (False where the system cannot even look)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m fcos_lib demo [--out DIR] [--steps N] [--fresh]``; 0 when done, 2 on an
     error (one line on stderr), 130 interrupted."""
@@ -130,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
                      args.overwrite)
     except KeyboardInterrupt:
         return 130
-    except (NonFiniteLossError, CheckpointError, ValueError, FolderBusyError,
-            FileExistsError) as err:
+    except NonFiniteLossError as err:
+        return error(for_the_demo(str(err), args.out))
+    except (CheckpointError, ValueError, FolderBusyError, FileExistsError) as err:
         return error(err)
     except OSError as err:
-        return os_error(err)
+        kept = Path(args.out) / "checkpoint.pt"
+        return os_error(err, f". The last checkpoint, {kept}, is intact: once that is fixed, "
+                             "run the demo again to go on from it" if _is_file(kept) else "")
     verdict = "reached" if m["reached_target"] else "BELOW"
     print(f"mAP@0.5 on {m['val_images']} validation images: {m['map50']:.3f} ({verdict} the "
           f"target {TARGET_MAP50}); {m['steps']} steps in {m['train_seconds']:.0f} s of "

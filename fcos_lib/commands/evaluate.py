@@ -72,6 +72,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     extra = {"root": args.root} if args.dataset == "voc2007-tiny" else {}
     dataset = build_dataset(args.dataset, args.split, image_size=config["train"]["image_size"],
                             **extra)
+    if not len(dataset):
+        files = dataset.sources()[:1] if hasattr(dataset, "sources") else []
+        where = f"{files[0]} lists no image ids; put them in it, one a line, or " if files else ""
+        raise ValueError(f"--dataset {args.dataset} --split {args.split} has no images: "
+                         f"{where}choose another --split")
     if list(dataset.class_names) != list(config["class_names"]):
         raise ValueError(f"the checkpoint knows the classes {list(config['class_names'])}, "
                          f"{args.dataset} has {list(dataset.class_names)}: evaluate on the "

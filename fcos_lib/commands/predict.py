@@ -15,6 +15,7 @@ never writes over one of its photos or the checkpoint.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size, names = config["train"]["image_size"], list(config["class_names"])
     out.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out)                       # of a run killed while writing
-    results, failed = [], []
+    results, failed, unnamed = [], [], []
     bar = tqdm(photos, desc="photos", unit="photo", disable=len(photos) < 2, file=sys.stderr)
     for number, (photo, name) in enumerate(zip(bar, names_out), 1):
         try:
@@ -181,13 +182,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                            checkpoint=str(args.checkpoint), score_thresh=args.score_thresh,
                            shorter_side=size)
         drawn = draw_photo(pixels, found, names)
-        picture = write_atomic(out / f"{name}{OUTPUT_SUFFIX}.png", png_marked(drawn))
-        write_atomic(out / f"{name}{OUTPUT_SUFFIX}.json", record_json(record))
+        try:     # the JSON's name is the longer: one too long is met before a file is written
+            write_atomic(out / f"{name}{OUTPUT_SUFFIX}.json", record_json(record))
+            picture = write_atomic(out / f"{name}{OUTPUT_SUFFIX}.png", png_marked(drawn))
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:
+                raise               # a full disk, a folder not writable: every photo would fail
+            unnamed.append(photo)
+            tqdm.write(f"error: {photo}: the name of its outputs, {name}{OUTPUT_SUFFIX}.json, "
+                       f"is too long for a file name in {out}; give the photo a shorter name",
+                       file=sys.stderr)
+            continue
         results += as_coco_results(record, number)
         tqdm.write(f"{photo}: {len(found['boxes'])} boxes -> {picture} (and .json)")
     if args.coco_results:
         target = write_atomic(args.coco_results, json.dumps(results))
-        print(f"COCO results of {len(photos) - len(failed)} photos -> {target}")
-    if failed:
-        return error(f"{len(failed)} of {len(photos)} files could not be read (see above)")
+        print(f"COCO results of {len(photos) - len(failed) - len(unnamed)} photos -> {target}")
+    said = ([f"{len(failed)} of {len(photos)} files could not be read"] if failed else []) + (
+        [f"{len(unnamed)} of {len(photos)} photos' outputs could not be named"] if unnamed else [])
+    if said:
+        return error(f"{' and '.join(said)} (see above)")
     return 0

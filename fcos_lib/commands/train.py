@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fcos_lib.checkpoint import CheckpointError, check_layout, load_checkpoint
-from fcos_lib.commands._common import error
+from fcos_lib.commands._common import error, os_error
 from fcos_lib.config import TRAIN_PRESETS, TrainConfig, config_with, get_preset
 from fcos_lib.data import DownloadError, check_dataset_arguments
 from fcos_lib.env import pick_device
@@ -83,6 +83,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     check_dataset_arguments(cfg.dataset, cfg.dataset_kwargs)   # refused now, not mid-run
     pick_device(cfg.device)
     return cfg
+
+
+def what_is_kept(out: Path) -> str:
+    """After a failed write: the checkpoint left in ``out``, if there is one, and how to go
+    on from it (a run that saved none has nothing to resume)."""
+    try:
+        kept = (out / "checkpoint.pt").is_file()
+    except OSError:
+        kept = False
+    if not kept:
+        return ""
+    return (f". The last checkpoint, {out / 'checkpoint.pt'}, is intact: once that is fixed, "
+            "go on from it with --resume")
 
 
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "loss_curve.png")
@@ -143,13 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     except KeyboardInterrupt:
         return 130
-    except (NonFiniteLossError, CheckpointError, FileExistsError, FileNotFoundError,
-            ValueError, DownloadError, FolderBusyError) as err:
+    except (NonFiniteLossError, CheckpointError, ValueError, DownloadError,
+            FolderBusyError) as err:
         return error(err)
-    except OSError as err:          # a full disk, a folder that cannot be written...
-        return error(f"{err.strerror or err} ({err.filename or 'writing the run'}): free space "
-                     "or choose another --out folder; the last checkpoint is intact, resume "
-                     "with --resume")
+    except OSError as err:     # ours (no errno: a run in the way, no data), or the system's
+        return error(err) if err.errno is None else os_error(err, what_is_kept(Path(args.out)))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone reports
         records = read_metrics(cfg.out)
         maps = [r["map50"] for r in records if "map50" in r]

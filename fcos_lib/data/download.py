@@ -5,6 +5,8 @@ wrong, and what happens then:
 
 - a mirror is down: the next one is tried; when all fail, the error lists why and says which
   file to place in which folder by hand;
+- a mirror takes the connection and never answers: each try says which mirror it waits on
+  and for how long (``TIMEOUT``, 15 s), and a mirror that stays silent is not asked again;
 - the connection drops: the bytes so far stay in ``<archive>.part`` and the next call resumes
   them with an HTTP Range request (while a download runs they are in ``<archive>.<pid>.part``,
   its own; a killed download's is taken up by the next) (a server that ignores Range sends the whole file again,
@@ -30,6 +32,7 @@ import http.client
 import os
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -43,7 +46,8 @@ from tqdm.auto import tqdm
 from fcos_lib.files import FolderBusyError, folder_lock, process_alive, remove_leftovers
 
 CHUNK = 1 << 20  # bytes per read while downloading and hashing
-ATTEMPTS_PER_MIRROR = 3
+ATTEMPTS_PER_MIRROR = 3   # for a connection that drops (each try resumes); a silent mirror: one
+TIMEOUT = 15.0   # seconds to wait for a connection, an answer, or the next bytes
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class _RefusedError(DownloadError):
 
 def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
                      url: str | None = None, md5: str | None = None,
-                     progress: bool = True, timeout: float = 60.0) -> Path:
+                     progress: bool = True, timeout: float = TIMEOUT) -> Path:
     """Fetch, verify and extract VOC 2007 trainval (and test with ``test=True``) into ``root``.
 
     Already extracted archives are skipped; an archive already in ``root`` (placed by hand,
@@ -95,7 +99,8 @@ def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
             archive instead of the built-in mirrors.
         md5: expected MD5 of that archive (default: the published one).
         progress: show a tqdm bar.
-        timeout: seconds without data before a connection counts as dropped.
+        timeout: seconds to wait for a connection, an answer or the next bytes before a
+            mirror counts as silent (it is not asked again) or the connection as dropped.
 
     Returns:
         ``<root>/VOCdevkit/VOC2007``.
@@ -107,6 +112,8 @@ def download_voc2007(root: str | os.PathLike = "data", *, test: bool = False,
     if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DownloadError(f"url {url!r} is not an http:// or https:// address: give the "
                             "full address of the archive, e.g. https://host/VOCtrainval.tar")
+    if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise DownloadError(f"timeout {timeout!r}: give a number of seconds above 0, e.g. 15")
     if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
         raise DownloadError(f"md5 {md5!r} is not an MD5 checksum: give its 32 hex digits, "
                             "or leave it out to check the published one")
@@ -133,7 +140,8 @@ def marker(root: str | os.PathLike, archive: Archive) -> Path:
     return Path(root) / TREE / f".extracted-{archive.filename}"
 
 
-def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 60.0) -> Path:
+def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = TIMEOUT
+          ) -> Path:
     """``<root>/<archive.filename>``, downloaded if needed, its MD5 verified.
 
     Raises:
@@ -151,19 +159,25 @@ def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 
     failures = []
     try:
         for url in archive.urls:
-            for _ in range(ATTEMPTS_PER_MIRROR):
+            host = urllib.parse.urlsplit(url).netloc
+            for attempt in range(1, ATTEMPTS_PER_MIRROR + 1):
+                again = f" (try {attempt})" if attempt > 1 else ""
+                print(f"{archive.filename}: asking {host}{again}; waiting up to {timeout:g} s "
+                      "for an answer", file=sys.stderr, flush=True)
+                before = part.stat().st_size if part.is_file() else 0
                 try:
                     _download(url, part, progress, timeout)
                 except _RefusedError as err:
                     failures.append(f"{url}: {err}")
                     break
                 except OSError as err:
-                    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
-                        raise DownloadError(      # no other mirror helps a full or locked disk
-                            f"cannot write {kept} ({err.strerror}): free {archive.size_text} "
-                            f"in {root.resolve()} (or give another --root) and run the "
-                            "download again; the bytes received so far are kept and resumed"
-                        ) from None
+                    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS,
+                                     errno.EPERM):   # no other mirror helps: the disk is it
+                        raise DownloadError(_cannot_write(err, kept, root, archive)) from None
+                    now = part.stat().st_size if part.is_file() else 0
+                    if _timed_out(err) and now == before:
+                        failures.append(f"{url}: no answer within {timeout:g} s")
+                        break     # silent: asking it again would only wait as long again
                     failures.append(f"{url}: {err}")
                     continue
                 except (http.client.HTTPException, DownloadError) as err:
@@ -189,6 +203,24 @@ def fetch(archive: Archive, root: Path, progress: bool = True, timeout: float = 
         f"a browser, place it in {root.resolve()}/, and run "
         f"`python -m fcos_lib download voc2007 --root {root}` again: it checks the MD5 "
         f"({archive.md5}) and extracts it.")
+
+
+def _timed_out(err: OSError) -> bool:
+    """Whether ``err`` is a wait that ran out (to connect, for an answer, for more bytes)."""
+    return isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None),
+                                                       TimeoutError)
+
+
+def _cannot_write(err: OSError, kept: Path, root: Path, archive: Archive) -> str:
+    """The message for a download that the disk refused: why, and the fix for that reason."""
+    fix = {errno.ENOSPC: f"free {archive.size_text} in {root.resolve()} (or give another "
+                         "--root)",
+           errno.EDQUOT: f"free {archive.size_text} of your quota (or give another --root)",
+           errno.EROFS: "give a --root on a disk that can be written"}.get(
+        err.errno, f"give a --root you can write to, or change {root.resolve()}'s permissions")
+    received = [p for p in root.glob(f"{archive.filename}*.part") if p.stat().st_size]
+    return (f"cannot write {kept} ({err.strerror}): {fix}, and run the download again"
+            + ("; the bytes received so far are kept and resumed" if received else ""))
 
 
 def _claim_part(final: Path, kept: Path) -> Path:

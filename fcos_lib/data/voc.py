@@ -4,11 +4,16 @@ A VOC-format folder holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg`` and
 ``ImageSets/Main/<split>.txt`` (one image id per line). Each XML names the objects with a
 class name, a ``difficult`` flag and a ``bndbox`` in VOC's pixel coordinates (see
 :func:`parse_voc_xml` for how they become our boxes).
+
+Why this module is longer than 300 lines: what a VOC folder can hold that is wrong (broken
+XML, boxes that are no boxes or lie outside, images too large to decode) is refused or
+dropped next to the step that reads it, with a message naming the file.
 """
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -24,6 +29,24 @@ VOC_CLASSES: list[str] = [
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 ]
+
+
+MAX_PIXELS = 50_000_000   # per image: far more than a detector of a few hundred pixels uses
+
+
+def check_pixels(image: Image.Image, name: object) -> None:
+    """Refuse an image of more than :data:`MAX_PIXELS` before decoding it (``Image.open``
+    reads only its size; Pillow's own limit, 179 megapixels, lets a 17 KB PNG take gigabytes).
+
+    Raises:
+        ValueError: one line naming the image (``name``), its size and what to do.
+    """
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{name}: {width} x {height} pixels ({width * height / 1e6:.0f} "
+                         f"megapixels) is more than the {MAX_PIXELS // 10**6} megapixels read "
+                         "here; the detector sees a few hundred pixels: shrink it first, e.g. "
+                         "to 2000 pixels on its longer side")
 
 
 def voc_to_xyxy(boxes: Tensor) -> Tensor:
@@ -200,7 +223,11 @@ class VOCDataset(torch.utils.data.Dataset):
         """Decode image ``index`` (RGB), resize and crop it: ``(uint8 (3, H, W), target)``."""
         path = self.root / "JPEGImages" / f"{self.ids[index]}.jpg"
         try:      # PIL decodes (torchvision.io's decoders are deprecated since 0.29)
-            with Image.open(path) as file:
+            with warnings.catch_warnings():    # (Pillow's warning of a size refused here)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                file = Image.open(path)
+            with file:
+                check_pixels(file, f"image {path}")
                 image = rgb_pixels(file)            # (3, H, W) uint8 RGB, whatever the mode
         except Image.DecompressionBombError as err:
             raise ValueError(f"image {path} is too large to decode safely ({err}): shrink "
