@@ -19,6 +19,7 @@ demo: setup
 	$(PY) -m fcos_lib demo --out runs/demo
 
 test: setup
+	$(VENV)/bin/ruff check fcos_lib tests tools bench
 	$(PY) -m pytest --durations=25   # the slowest tests, in every run: growth shows at once
 
 # Notebooks 01, 06, 07 as a Colab user runs them, in a fresh environment (tests/colab/).

@@ -43,8 +43,14 @@ from torch.autograd.function import once_differentiable
 from torchvision.ops import generalized_box_iou_loss
 
 from fcos_lib.config import MODEL_CHOICES
-from fcos_lib.targets import (assign_targets, centerness_target, decode_boxes,
-                              default_size_ranges, encode_boxes, pad_targets)
+from fcos_lib.targets import (
+    assign_targets,
+    centerness_target,
+    decode_boxes,
+    default_size_ranges,
+    encode_boxes,
+    pad_targets,
+)
 from fcos_lib.validate import integer_labels, number, one_of
 
 BOX_LOSSES = MODEL_CHOICES["box_loss"]

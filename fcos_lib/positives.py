@@ -15,8 +15,13 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from fcos_lib.targets import (assign_targets, centerness_target, default_size_ranges,
-                              encode_boxes, pad_targets)
+from fcos_lib.targets import (
+    assign_targets,
+    centerness_target,
+    default_size_ranges,
+    encode_boxes,
+    pad_targets,
+)
 
 __all__ = ["location_targets", "best_possible_recall"]
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from fcos_lib.config import TrainConfig, model_config
+from fcos_lib.curves import save_loss_curve
 from fcos_lib.data import build_dataset
 from fcos_lib.data.cache import DecodedCache
 from fcos_lib.distributed import barrier, init_distributed, shutdown_distributed
@@ -34,7 +35,6 @@ from fcos_lib.evaluate import evaluate_model
 from fcos_lib.model import FCOS
 from fcos_lib.pieces import Pieces
 from fcos_lib.trainer import Trainer
-from fcos_lib.curves import save_loss_curve
 
 __all__ = ["train", "build_datasets", "build_model"]
 

@@ -38,8 +38,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from fcos_lib.checkpoint import (check_layout, load_checkpoint, load_weights, resuming,
-                                 rng_state, save_checkpoint, set_rng_state)
+from fcos_lib.checkpoint import (
+    check_layout,
+    load_checkpoint,
+    load_weights,
+    resuming,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from fcos_lib.config import TrainConfig
 from fcos_lib.data import collate
 from fcos_lib.distributed import DistInfo, StepBatchSampler, any_process, barrier

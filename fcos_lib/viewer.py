@@ -18,13 +18,30 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from fcos_lib.diagnose import (DUPLICATE, FALSE_POSITIVE, STATUS_NAMES, TRUE_POSITIVE, image_ap,
-                               judge)
+from fcos_lib.diagnose import (
+    DUPLICATE,
+    FALSE_POSITIVE,
+    STATUS_NAMES,
+    TRUE_POSITIVE,
+    image_ap,
+    judge,
+)
 from fcos_lib.inference import detect, predict_dataset
-from fcos_lib.photo_viewer import (DETECTIONS_KEPT, PhotoViewer, control_layout, uploaded_files,
-                                   wrapping_box)
-from fcos_lib.review import (legend_html, level_names, level_panels, model_location_targets,
-                             only_classes, render_view)
+from fcos_lib.photo_viewer import (
+    DETECTIONS_KEPT,
+    PhotoViewer,
+    control_layout,
+    uploaded_files,
+    wrapping_box,
+)
+from fcos_lib.review import (
+    legend_html,
+    level_names,
+    level_panels,
+    model_location_targets,
+    only_classes,
+    render_view,
+)
 from fcos_lib.viz import png_bytes
 
 __all__ = ["DetectorView", "BoxViewer", "PhotoViewer", "uploaded_files"]

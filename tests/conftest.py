@@ -11,9 +11,9 @@ def checkpoint(tmp_path_factory):
     from dataclasses import asdict
 
     from fcos_lib.checkpoint import save_checkpoint
+    from fcos_lib.config import get_preset
     from fcos_lib.data import SHAPE_CLASSES
     from fcos_lib.model import FCOS
-    from fcos_lib.config import get_preset
 
     torch.manual_seed(0)
     model = FCOS(len(SHAPE_CLASSES))

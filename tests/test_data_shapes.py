@@ -7,8 +7,14 @@ import hashlib
 import pytest
 import torch
 
-from fcos_lib.data import (SHAPE_CLASSES, ShapesDataset, build_dataset, collate, normalize,
-                           resize_and_center_crop)
+from fcos_lib.data import (
+    SHAPE_CLASSES,
+    ShapesDataset,
+    build_dataset,
+    collate,
+    normalize,
+    resize_and_center_crop,
+)
 
 
 def loads(data, n):

@@ -5,12 +5,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from fcos_lib.data import (VOC_CLASSES, VOC2007DetectionTiny, VOCDataset, build_dataset,
-                           collate, denormalize, normalize, parse_voc_xml,
-                           random_horizontal_flip, resize_and_center_crop)
-from fcos_lib.data.cache import cache_key
 from vocfake import EXPECTED, IMAGES, make_voc_tree
+
+from fcos_lib.data import (
+    VOC_CLASSES,
+    VOC2007DetectionTiny,
+    VOCDataset,
+    build_dataset,
+    collate,
+    denormalize,
+    normalize,
+    parse_voc_xml,
+    random_horizontal_flip,
+    resize_and_center_crop,
+)
+from fcos_lib.data.cache import cache_key
 
 
 @pytest.fixture(scope="module")

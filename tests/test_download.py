@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from fcos_lib.data import VOC2007DetectionTiny, download
-from fcos_lib.commands.download import main
-from fcos_lib.data.download import Archive, DownloadError, check_members, download_voc2007
 from vocfake import FileServer, make_voc_tar, make_voc_tree
+
+from fcos_lib.commands.download import main
+from fcos_lib.data import VOC2007DetectionTiny, download
+from fcos_lib.data.download import Archive, DownloadError, check_members, download_voc2007
 
 NAME = "VOCtrainval_06-Nov-2007.tar"
 

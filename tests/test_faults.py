@@ -10,10 +10,10 @@ import json
 
 import pytest
 import torch
+from tinyrun import cli, tiny_config
 
 from fcos_lib.checkpoint import load_checkpoint
 from fcos_lib.optim import lr_factor
-from tinyrun import cli, tiny_config
 
 
 class InfiniteGradient(torch.autograd.Function):
@@ -244,8 +244,9 @@ def test_a_run_killed_mid_log_line_resumes_and_plots(tmp_path, capsys):
 def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch):
     """Ctrl-C after the next batch was drawn (its random flips too) but before the update:
     the checkpoint's random state is the one before that batch, so the resume is exact."""
-    from fcos_lib.train import train
     from tinyrun import assert_same_weights, weights
+
+    from fcos_lib.train import train
 
     straight = train(tiny_config(tmp_path / "straight"), progress=False)
 
@@ -328,8 +329,9 @@ def test_a_stop_that_comes_while_a_checkpoint_is_written_waits_for_it(tmp_path, 
 
 
 def test_resuming_with_another_preset_names_both(tmp_path, capsys):
-    from fcos_lib.commands.train import main
     from tinyrun import cli_settings
+
+    from fcos_lib.commands.train import main
 
     out = tmp_path / "run"
     assert main(cli_settings(out, steps=4)[1:]) == 0
@@ -446,8 +448,9 @@ def test_a_checkpoint_that_does_not_load_is_named_for_what_went_wrong(checkpoint
 
 
 def test_invalid_annotations_are_named_counted_and_dropped(tmp_path, capsys):
-    from fcos_lib.data.voc import VOCDataset
     from vocfake import make_voc_tree
+
+    from fcos_lib.data.voc import VOCDataset
 
     tree = make_voc_tree(tmp_path)
     xml = tree / "Annotations" / "000001.xml"
@@ -509,9 +512,10 @@ def test_train_refuses_bad_settings_in_one_line_before_it_starts(tmp_path, setti
 def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     import errno
 
+    from tinyrun import cli_settings
+
     import fcos_lib.checkpoint as checkpoint_module
     from fcos_lib.commands.train import main
-    from tinyrun import cli_settings
 
     out = tmp_path / "run"
     assert main(cli_settings(out, steps=4)[1:]) == 0
@@ -534,9 +538,9 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint(tmp_path, monkey
 def test_an_image_too_large_to_decode_is_named_not_called_a_broken_download(tmp_path,
                                                                             monkeypatch):
     from PIL import Image
+    from vocfake import make_voc_tree
 
     from fcos_lib.data.voc import VOCDataset
-    from vocfake import make_voc_tree
 
     data = VOCDataset(make_voc_tree(tmp_path), "trainval", image_size=32)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)        # 60 x 40 is now "huge"
@@ -597,9 +601,10 @@ def test_a_full_disk_during_the_download_says_so_once_and_keeps_the_bytes(tmp_pa
     import builtins
     import errno
 
+    from vocfake import FileServer
+
     import fcos_lib.data.download as download
     from fcos_lib.data.download import DownloadError, download_voc2007
-    from vocfake import FileServer
 
     data, md5 = archive_bytes
     writes = []
@@ -751,8 +756,9 @@ def test_a_full_disk_while_caching_leaves_no_half_file_and_the_next_run_rebuilds
         tmp_path, monkeypatch, capsys):
     import errno
 
-    import fcos_lib.data.cache as cache_module
     from vocfake import make_voc_tree
+
+    import fcos_lib.data.cache as cache_module
 
     tree, cache = make_voc_tree(tmp_path), tmp_path / "cache"
     real = cache_module.torch.save

@@ -15,10 +15,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from test_evaluate import NUM_CLASSES, make_problem
 from torchvision.ops import box_iou
 
 from fcos_lib.matching import match_coco, match_coco_plain, match_voc, match_voc_plain
-from test_evaluate import NUM_CLASSES, make_problem
 
 COCO_THRESHOLDS = torch.linspace(0.5, 0.95, 10, dtype=torch.float64)
 PLAIN = {"voc": match_voc_plain, "coco": match_coco_plain}

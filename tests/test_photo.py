@@ -13,8 +13,15 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from fcos_lib.photo import (as_coco_results, as_record, boxes_to_photo, detect_photo, letterbox,
-                            read_photo, sample_photo)
+from fcos_lib.photo import (
+    as_coco_results,
+    as_record,
+    boxes_to_photo,
+    detect_photo,
+    letterbox,
+    read_photo,
+    sample_photo,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -269,8 +276,9 @@ def test_draw_photo_keeps_the_photos_size_or_shrinks_it_with_its_boxes():
 
 
 def test_sample_photo_of_voc_is_a_whole_validation_photo(tmp_path):
-    from fcos_lib.data.voc import voc2007_folder
     from vocfake import SPLITS, make_voc_tree
+
+    from fcos_lib.data.voc import voc2007_folder
 
     with pytest.raises(FileNotFoundError, match="download voc2007 --root"):
         sample_photo("voc2007-tiny", tmp_path)

@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tinyrun import ROOT, cli_settings, tiny_config
 
 from fcos_lib.commands import main
 from fcos_lib.files import LOCK_NAME, FolderBusyError, folder_lock
-from tinyrun import ROOT, cli_settings, tiny_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 VOC_NAME = "VOCtrainval_06-Nov-2007.tar"
@@ -113,8 +113,9 @@ def test_a_second_download_into_one_root_stops_naming_the_first(tmp_path, capsys
 
 def test_the_download_writes_a_part_file_of_its_own_and_takes_up_a_killed_ones(
         tmp_path, monkeypatch):
-    from fcos_lib.data import download
     from vocfake import FileServer, make_voc_tar, make_voc_tree
+
+    from fcos_lib.data import download
 
     base = tmp_path / "src"
     make_voc_tree(base)
@@ -339,8 +340,9 @@ def test_32_bit_and_float_images_beyond_a_types_range_are_stretched_not_clipped(
 
 
 def test_the_voc_loader_reads_a_16_bit_image_scaled(tmp_path):
-    from fcos_lib.data.voc import VOCDataset
     from vocfake import make_voc_tree
+
+    from fcos_lib.data.voc import VOCDataset
 
     tree = make_voc_tree(tmp_path)
     values = np.full((40, 60), 257 * 90, dtype=np.uint16)
@@ -350,8 +352,9 @@ def test_the_voc_loader_reads_a_16_bit_image_scaled(tmp_path):
 
 
 def test_every_dropped_voc_object_is_named_once_whatever_the_reason(tmp_path, capsys):
-    from fcos_lib.data.voc import VOCDataset
     from vocfake import make_voc_tree
+
+    from fcos_lib.data.voc import VOCDataset
 
     tree = make_voc_tree(tmp_path)
     xml = tree / "Annotations" / "000001.xml"
@@ -378,9 +381,10 @@ def test_every_dropped_voc_object_is_named_once_whatever_the_reason(tmp_path, ca
 
 
 def test_a_split_file_with_a_byte_order_mark_finds_its_first_image(tmp_path):
+    from vocfake import make_voc_tree
+
     from fcos_lib.data.voc import VOC2007DetectionTiny
     from fcos_lib.photo import sample_photo
-    from vocfake import make_voc_tree
 
     tree = make_voc_tree(tmp_path)
     for split in ("train", "val"):

@@ -9,9 +9,16 @@ import torch
 
 from fcos_lib import targets as T
 from fcos_lib.pieces import batched
-from fcos_lib.targets import (assign_targets, assign_targets_plain, centerness_target,
-                              decode_boxes, default_size_ranges, encode_boxes, gather_targets,
-                              pad_targets)
+from fcos_lib.targets import (
+    assign_targets,
+    assign_targets_plain,
+    centerness_target,
+    decode_boxes,
+    default_size_ranges,
+    encode_boxes,
+    gather_targets,
+    pad_targets,
+)
 
 STRIDES = [8, 16, 32]
 

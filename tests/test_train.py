@@ -16,16 +16,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tinyrun import ROOT, TINY_RUN, assert_same_weights, cli, cli_settings, tiny_config, weights  # noqa: F401
 
-from fcos_lib.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
-                                 set_rng_state)
+from fcos_lib.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from fcos_lib.data.cache import DecodedCache
 from fcos_lib.distributed import StepBatchSampler
 from fcos_lib.optim import lr_factor
-
-from tinyrun import (ROOT, TINY_RUN, assert_same_weights, cli, cli_settings,  # noqa: F401
-                     tiny_config, weights)
-
 
 # ------------------------------------------------------------------ pieces
 
@@ -283,8 +285,8 @@ def test_filling_a_cache_in_workers_leaks_no_file_descriptors():
                                              ("paper", "paper")])
 def test_training_presets_build_the_model_presets(preset, network):
     """A training preset's model is the model preset of the same name in fcos_lib.model."""
-    from fcos_lib.model import FCOS
     from fcos_lib.config import get_preset
+    from fcos_lib.model import FCOS
     from fcos_lib.train import build_model
 
     cfg = get_preset(preset, model={"pretrained": False})
@@ -313,10 +315,10 @@ def test_mixed_precision_steps_run_and_stay_finite(tmp_path, amp):
 def test_the_voc_preset_trains_on_a_voc_folder_with_a_disk_cache(tmp_path, monkeypatch):
     """The course's recipe end to end on a small VOC-format tree (RegNetX-400MF, random init:
     no download here), its decoded images cached on disk and reused by the next run."""
+    from fcos_lib.config import get_preset
     from fcos_lib.data.voc import VOCDataset
     from fcos_lib.model import FCOS
     from fcos_lib.train import train
-    from fcos_lib.config import get_preset
     from tests.vocfake import make_voc_tree
 
     make_voc_tree(tmp_path / "data")

@@ -13,13 +13,21 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from fcos_lib.data import ShapesDataset
-from fcos_lib.diagnose import (DUPLICATE, FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, image_ap,
-                               judge)
+from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, image_ap, judge
 from fcos_lib.inference import predict_dataset
 from fcos_lib.model import FCOS
-from fcos_lib.review import (FOUND_COLOR, MISSED_COLOR, STATUS_COLORS, legend_html,
-                             level_panels, model_location_targets, place_labels, render_view,
-                             title_band, title_height)
+from fcos_lib.review import (
+    FOUND_COLOR,
+    MISSED_COLOR,
+    STATUS_COLORS,
+    legend_html,
+    level_panels,
+    model_location_targets,
+    place_labels,
+    render_view,
+    title_band,
+    title_height,
+)
 from fcos_lib.viewer import BoxViewer, DetectorView
 
 GRAY = 60

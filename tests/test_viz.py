@@ -2,21 +2,26 @@
 positive locations uses the model's own grid (the viewer itself: tests/test_viewer.py)."""
 from __future__ import annotations
 
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 
+from fcos_lib.curves import plot_loss_curves, plot_pr_curves
 from fcos_lib.data import normalize
 from fcos_lib.evaluate import mean_average_precision
 from fcos_lib.model import FCOS, level_locations
 from fcos_lib.positives import location_targets
-from fcos_lib.targets import assign_targets, default_size_ranges
 from fcos_lib.review import model_location_targets
-from fcos_lib.curves import plot_loss_curves, plot_pr_curves
-from fcos_lib.viz import (GT_COLOR, class_colors, draw_detections, plot_detections_grid,
-                          plot_pictures, to_pixels)
+from fcos_lib.targets import assign_targets, default_size_ranges
+from fcos_lib.viz import (
+    GT_COLOR,
+    class_colors,
+    draw_detections,
+    plot_detections_grid,
+    plot_pictures,
+    to_pixels,
+)
 
 NAMES = ["circle", "square", "triangle"]
 GRAY = 60

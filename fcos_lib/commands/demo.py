@@ -27,6 +27,7 @@ import torch
 from fcos_lib.checkpoint import CheckpointError, load_checkpoint
 from fcos_lib.commands._common import error, os_error
 from fcos_lib.config import get_preset
+from fcos_lib.curves import save_loss_curve
 from fcos_lib.data import collate
 from fcos_lib.env import pick_device
 from fcos_lib.evaluate import evaluate_model
@@ -34,7 +35,6 @@ from fcos_lib.files import FolderBusyError, folder_lock, write_atomic
 from fcos_lib.model import FCOS
 from fcos_lib.train import build_datasets, train
 from fcos_lib.trainer import NonFiniteLossError
-from fcos_lib.curves import save_loss_curve
 from fcos_lib.viz import plot_detections_grid
 
 TARGET_MAP50 = 0.70  # on the shapes validation split, within 10 minutes of CPU training

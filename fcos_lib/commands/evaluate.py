@@ -7,8 +7,15 @@ import json
 from pathlib import Path
 
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import (add_model_arguments, add_overwrite_argument,
-                                      check_outputs, error, load_trained, os_error, positive_int)
+from fcos_lib.commands._common import (
+    add_model_arguments,
+    add_overwrite_argument,
+    check_outputs,
+    error,
+    load_trained,
+    os_error,
+    positive_int,
+)
 from fcos_lib.data import build_dataset
 from fcos_lib.evaluate import METHODS, evaluate_model, format_table
 from fcos_lib.files import write_atomic

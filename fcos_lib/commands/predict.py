@@ -24,11 +24,22 @@ from pathlib import Path
 from torch import Tensor
 
 from fcos_lib.checkpoint import CheckpointError
-from fcos_lib.commands._common import (add_model_arguments, add_overwrite_argument,
-                                      check_outputs, error, load_trained)
+from fcos_lib.commands._common import (
+    add_model_arguments,
+    add_overwrite_argument,
+    check_outputs,
+    error,
+    load_trained,
+)
 from fcos_lib.files import remove_leftovers, write_atomic
-from fcos_lib.photo import (as_coco_results, as_record, detect_photo, draw_photo, read_photo,
-                            record_json)
+from fcos_lib.photo import (
+    as_coco_results,
+    as_record,
+    detect_photo,
+    draw_photo,
+    read_photo,
+    record_json,
+)
 
 OUTPUT_SUFFIX = "_boxes"
 MARK = "fcos_lib predict"     # the Software text of the pictures it draws

@@ -21,8 +21,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from fcos_lib.data.transforms import (Target, finish_sample, resize_and_center_crop, rgb_pixels,
-                                      select_objects)
+from fcos_lib.data.transforms import (
+    Target,
+    finish_sample,
+    resize_and_center_crop,
+    rgb_pixels,
+    select_objects,
+)
 
 VOC_CLASSES: list[str] = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
