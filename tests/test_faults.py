@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from tinyrun import cli, tiny_config
+from tinyrun import cli, poison, tiny_config
 
 from fcos_lib.checkpoint import load_checkpoint
 from fcos_lib.optim import lr_factor
@@ -26,23 +26,6 @@ class InfiniteGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * float("inf")
-
-
-def poison(monkeypatch, step: int, how):
-    """Make the model's training forward of ``step`` (1-based) go through ``how``."""
-    from fcos_lib.model import FCOS
-
-    forward, calls = FCOS.forward, []
-
-    def poisoned(self, images, targets=None):
-        out = forward(self, images, targets)
-        if targets is not None:
-            calls.append(1)
-            if len(calls) == step:
-                out = {k: how(v) for k, v in out.items()}
-        return out
-
-    monkeypatch.setattr(FCOS, "forward", poisoned)
 
 
 def finite(state) -> bool:

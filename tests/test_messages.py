@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tinyrun import cli_settings, tiny_config
+from tinyrun import cli_settings, poison, tiny_config
 
 
 def one_line(done) -> str:
@@ -113,19 +113,7 @@ def test_a_weight_decay_beyond_sense_is_refused_before_the_run(tmp_path, run_mai
 
 def poison_step(monkeypatch, step: int) -> None:
     """The training forward of ``step`` (1-based) returns NaN losses."""
-    from fcos_lib.model import FCOS
-
-    forward, calls = FCOS.forward, []
-
-    def poisoned(self, images, targets=None):
-        out = forward(self, images, targets)
-        if targets is not None:
-            calls.append(1)
-            if len(calls) == step:
-                out = {k: v * float("nan") for k, v in out.items()}
-        return out
-
-    monkeypatch.setattr(FCOS, "forward", poisoned)
+    poison(monkeypatch, step, lambda v: v * float("nan"))
 
 
 def test_a_first_step_that_is_not_finite_blames_no_schedule(tmp_path, monkeypatch):

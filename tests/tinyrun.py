@@ -49,3 +49,20 @@ def cli_settings(out, steps=12):
     sets = [f"{k}={v!r}" for k, v in TINY_RUN.items() if k != "steps"]
     return ["train", "--out", str(out), "--steps", str(steps), "--no-progress",
             *[a for s in sets for a in ("--set", s)]]
+
+
+def poison(monkeypatch, step: int, how):
+    """Make the model's training forward of ``step`` (1-based) go through ``how``."""
+    from fcos_lib.model import FCOS
+
+    forward, calls = FCOS.forward, []
+
+    def poisoned(self, images, targets=None):
+        out = forward(self, images, targets)
+        if targets is not None:
+            calls.append(1)
+            if len(calls) == step:
+                out = {k: how(v) for k, v in out.items()}
+        return out
+
+    monkeypatch.setattr(FCOS, "forward", poisoned)
