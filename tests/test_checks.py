@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from checking import failed, type_named_before_maths
 from torchvision.ops import batched_nms, box_iou, nms
 
 from fcos_lib import checks
@@ -312,16 +313,6 @@ def test_a_stub_is_not_done_yet_and_a_crash_is_reported(capsys):
 # of mistake that no hint names. Each kind is tried on several checks, with wrong versions
 # written for these tests (not the checks' own list).
 
-def failed(check, fn, capsys) -> str:
-    """The report of a check that must fail; it must also be short and free of tracebacks."""
-    assert check(fn) is False
-    out = capsys.readouterr().out
-    assert " FAILED on " in out or "not done yet" in out, out
-    assert "Traceback" not in out
-    assert len(out.splitlines()) <= 12 and max(map(len, out.splitlines())) <= 400, out
-    return out
-
-
 def test_a_piece_that_loses_its_gradient_fails(capsys):
     item = lambda x, y, **k: focal_right(x, y, **k).item()                 # noqa: E731
     out = failed(checks.check_focal_loss, item, capsys)
@@ -422,12 +413,7 @@ def test_a_function_that_edits_its_inputs_fails_on_the_first_case_naming_the_inp
     ("check_focal_loss", lambda x, y, **k: focal_right(x, y, **k).reshape(1), "0-d"),
 ])
 def test_a_wrong_type_is_named_before_any_maths(name, wrong, expected_words, capsys):
-    out = failed(getattr(checks, name), wrong, capsys)
-    assert expected_words in out, out
-    spec = checks.SPECS[name]()
-    assert "the result must be " + spec.returns in out
-    maths = {c.hint for c in spec.cases if c.hint} | {spec.hint} | {m.hint for m in spec.mistakes}
-    assert not any(h in out for h in maths), out
+    type_named_before_maths(name, wrong, expected_words, capsys)
 
 
 @pytest.mark.parametrize("name, wrong", [

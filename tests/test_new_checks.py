@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from checking import failed as check_failed
+from checking import type_named_before_maths
 from torchvision.ops import box_iou, nms, sigmoid_focal_loss
 
 from fcos_lib import checks
@@ -21,13 +23,8 @@ NEW = ["check_head", "check_losses", "check_detect"]
 
 
 def failed(check, fn, capsys) -> str:
-    """The report of a check that must fail; short, and free of tracebacks."""
-    assert check(fn) is False
-    out = capsys.readouterr().out
-    assert " FAILED on " in out or "not done yet" in out, out
-    assert "Traceback" not in out
-    assert len(out.splitlines()) <= 20 and max(map(len, out.splitlines())) <= 400, out
-    return out
+    """The report of a check that must fail (these checks show more inputs: 20 lines)."""
+    return check_failed(check, fn, capsys, lines=20)
 
 
 # ------------------------------------------------------------------ the head (notebook 04)
@@ -251,12 +248,7 @@ def _empty(args) -> bool:
     (lambda *a: [t.tolist() for t in detect_plain(*a)], "Python list"),
 ])
 def test_detect_a_wrong_type_is_named_before_any_maths(wrong, words, capsys):
-    out = failed(checks.check_detect, wrong, capsys)
-    assert words in out, out
-    spec = checks.SPECS["check_detect"]()
-    assert "the result must be " + spec.returns in out
-    maths = {c.hint for c in spec.cases if c.hint} | {spec.hint} | {m.hint for m in spec.mistakes}
-    assert not any(h in out for h in maths), out
+    type_named_before_maths("check_detect", wrong, words, capsys, lines=20)
 
 
 def test_detect_edited_inputs_are_named(capsys):
@@ -384,12 +376,7 @@ def test_detect_example_is_a_small_real_case():
     (lambda *a: [torch.cat([t.flatten(1) for t in head_level_plain(*a)], 1)], "a list of 3"),
 ])
 def test_head_a_wrong_type_is_named_before_any_maths(wrong, words, capsys):
-    out = failed(checks.check_head, wrong, capsys)
-    assert words in out, out
-    spec = checks.SPECS["check_head"]()
-    assert "the result must be " + spec.returns in out
-    maths = {c.hint for c in spec.cases if c.hint} | {spec.hint} | {m.hint for m in spec.mistakes}
-    assert not any(h in out for h in maths), out
+    type_named_before_maths("check_head", wrong, words, capsys, lines=20)
 
 
 def test_head_a_lost_or_wrong_gradient_fails(capsys):
@@ -465,12 +452,7 @@ def test_head_example_is_the_first_case():
     (lambda *a: loss_terms_plain(*a) + [sum(loss_terms_plain(*a))], "one of 4"),
 ])
 def test_losses_a_wrong_type_is_named_before_any_maths(wrong, words, capsys):
-    out = failed(checks.check_losses, wrong, capsys)
-    assert words in out, out
-    spec = checks.SPECS["check_losses"]()
-    assert "the result must be " + spec.returns in out
-    maths = {c.hint for c in spec.cases if c.hint} | {spec.hint} | {m.hint for m in spec.mistakes}
-    assert not any(h in out for h in maths), out
+    type_named_before_maths("check_losses", wrong, words, capsys, lines=20)
 
 
 def test_losses_a_lost_or_wrong_gradient_fails(capsys):
