@@ -12,8 +12,8 @@ wrong, and what happens then:
   its own; a killed download's is taken up by the next) (a server that ignores Range sends the whole file again,
   and the part file restarts from zero);
 - the archive is corrupt: its MD5 differs from the published one, the part file is deleted;
-- the archive is hostile (absolute paths, ``..``, links out of the folder): nothing is
-  extracted.
+- the archive is hostile (absolute paths, ``..``, links out of the folder): it is refused,
+  and nothing reaches the data folder.
 
 Two downloads into one folder never mix their bytes: the folder is locked
 (:func:`fcos_lib.files.folder_lock`), and the second one stops, naming the first.
@@ -293,18 +293,16 @@ def md5sum(path: Path, progress: bool = False) -> str:
     return digest.hexdigest()
 
 
-def check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
-    """Refuse an archive whose members could write outside the folder it is extracted to.
-
-    Refused: absolute names, names with ``..``, device files and pipes, and links whose target
-    leaves the folder, every path followed through the links the archive made before it (a
-    link to a link to ``..`` is caught too). This check stands on its own: Python's
-    extraction filter, which ``extract`` adds where it exists, is a second line.
+def check_members(members: list[tarfile.TarInfo], archive: Path, *, links: bool) -> None:
+    """Refuse, before anything is extracted, members that could write outside the folder:
+    absolute names, names with ``..``, device files and pipes, and, when ``links`` is False,
+    every link. VOC's archives have none; where Python has the "data" extraction filter
+    (3.10.12+, 3.11.4+), ``extract`` passes ``links=True`` and the filter checks where each
+    link points as it extracts.
 
     Raises:
         DownloadError: naming the first bad member.
     """
-    links: dict[PurePosixPath, PurePosixPath] = {}   # link (resolved) -> its target
     for m in members:
         name = PurePosixPath(m.name)
         problem = None
@@ -313,56 +311,19 @@ def check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
             problem = "an absolute path"
         elif ".." in name.parts:
             problem = "a '..' in its path"
+        elif (m.issym() or m.islnk()) and not links:
+            problem = (f"a link (to {m.linkname!r}), which this Python cannot check: VOC's "
+                       "archives have none")
         elif not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
             problem = "a device file or pipe"
-        else:
-            parent = _resolve(name.parent, links)
-            if parent is None:
-                problem = "a path that goes through a link outside the archive's folder"
-            elif m.issym() or m.islnk():
-                target = PurePosixPath(m.linkname)
-                # A symbolic link is read from its folder, a hard link from the top.
-                end = None if target.is_absolute() else _resolve(
-                    (PurePosixPath(*parent) if m.issym() else PurePosixPath()) / target, links)
-                if end is None:
-                    problem = f"a link to {m.linkname!r}, outside the archive's folder"
-                elif m.issym():
-                    links[PurePosixPath(*parent, name.name)] = PurePosixPath(*end)
         if problem:
-            raise DownloadError(
-                f"refusing to extract {archive}: member {m.name!r} has {problem}. The file is "
-                f"not a genuine VOC archive: delete it and download again.")
+            raise DownloadError(refusal(archive, m.name, problem))
 
 
-def _resolve(path: PurePosixPath, links: dict[PurePosixPath, PurePosixPath],
-             depth: int = 0) -> list[str] | None:
-    """The parts of ``path`` (relative to the extraction folder) with each link of ``links``
-    on the way followed; None when it climbs above the folder (or links loop).
-
-    >>> _resolve(PurePosixPath("a/l/x"), {PurePosixPath("a/l"): PurePosixPath("b")})
-    ['b', 'x']
-    >>> _resolve(PurePosixPath("a/../.."), {}) is None
-    True
-    """
-    parts: list[str] = []
-    for part in path.parts:
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not parts:
-                return None
-            parts.pop()
-            continue
-        parts.append(part)
-        here = PurePosixPath(*parts)
-        if here in links:
-            if depth > 40:
-                return None
-            followed = _resolve(links[here], links, depth + 1)
-            if followed is None:
-                return None
-            parts = followed
-    return parts
+def refusal(archive: Path, member: str, problem: str) -> str:
+    """The one-line refusal of a hostile archive."""
+    return (f"refusing to extract {archive}: member {member!r} has {problem}. The file is not "
+            "a genuine VOC archive: delete it and download again.")
 
 
 def extract(path: Path, root: Path, archive: Archive) -> Path:
@@ -386,10 +347,14 @@ def extract(path: Path, root: Path, archive: Archive) -> Path:
         try:
             with tarfile.open(path) as tar:
                 members = tar.getmembers()
-                check_members(members, path)
-                # Python's own "data" filter (3.10.12+, 3.11.4+) adds a second line of defence.
-                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(temp, members=members, **safe)
+                has_filter = hasattr(tarfile, "data_filter")
+                check_members(members, path, links=has_filter)
+                try:
+                    tar.extractall(temp, members=members,
+                                   **({"filter": "data"} if has_filter else {}))
+                except getattr(tarfile, "FilterError", ()) as err:   # a link out, say
+                    raise DownloadError(refusal(path, err.tarinfo.name, f"a problem: {err}")
+                                        ) from None
         except (tarfile.TarError, EOFError) as err:
             raise DownloadError(f"cannot read {path} as a tar archive ({err}): delete it and "
                                 "download again") from None
