@@ -1,27 +1,9 @@
 """fcos_lib: the library behind the FCOS notebook series.
 
-One module per idea, in the notebooks' order; each module imports only from the floors below
-its own (``tests/test_layout.py`` keeps it so):
-
-=====================  ==========================================================
-notebook               modules
-=====================  ==========================================================
-01 data                ``fcos_lib.data``
-02 backbone            ``fcos_lib.backbone``
-03 FPN                 ``fcos_lib.fpn``
-04 head                ``fcos_lib.head``, ``fcos_lib.model``
-05 targets and losses  ``fcos_lib.targets``, ``fcos_lib.losses``,
-                       ``fcos_lib.positives``
-06 training            ``fcos_lib.train``, ``fcos_lib.trainer``, ``fcos_lib.optim``
-07 evaluation          ``fcos_lib.inference``, ``fcos_lib.evaluate``,
-                       ``fcos_lib.matching``, ``fcos_lib.viz``, ``fcos_lib.curves``,
-                       ``fcos_lib.viewer``
-=====================  ==========================================================
-
-Under them: ``fcos_lib.env`` (device, quick mode, seeds, ``show_source``),
-``fcos_lib.config`` (every setting and preset), ``fcos_lib.validate`` (input checks),
-``fcos_lib.checkpoint``, ``fcos_lib.distributed``, ``fcos_lib.runlog``. Beside the model:
-``fcos_lib.torchvision_port``. On top: ``fcos_lib.commands``, the command line.
+One module per idea, in the notebooks' order (``fcos_lib.data`` for 01, ``backbone`` for 02,
+... ``evaluate`` for 07). The modules stand on floors, each importing only from its own floor
+or below: the table of floors, with what each module holds, is in ``docs/design.md``, the one
+description of them, which ``tests/test_layout.py`` reads and checks against the imports.
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """The shape of the library, checked from its own source so that it stays true.
 
-``FLOORS`` lists fcos_lib's modules from the ground up (``docs/design.md`` draws the same
-picture): a module may import from its own floor or below, never from above, and the imports,
+The floors are described once, in the table of ``docs/design.md``; ``FLOORS`` is read from
+it. A module may import from its own floor or below, never from above, and the imports,
 those inside functions included, form no cycle. Commands alone parse arguments. Every
 module is short, or says at its top why not; every public function is documented; every
 docstring example runs.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import doctest
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -18,19 +19,28 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fcos_lib"
 
-# Floor -> its modules (a package name covers its submodules).
-FLOORS = [
-    ("foundations", ["env", "validate", "config", "checkpoint", "distributed", "runlog",
-                     "files"]),
-    ("pieces", ["data", "backbone", "fpn", "head", "targets", "positives", "optim",
-                "matching"]),
-    ("losses and decoding", ["losses", "inference", "pieces"]),
-    ("the detector and its measure", ["model", "evaluate"]),
-    ("around the detector", ["torchvision_port", "trainer", "viz", "curves", "diagnose",
-                             "review", "photo"]),
-    ("wholes", ["train", "viewer", "photo_viewer", "checks"]),
-    ("commands", ["commands", "__main__"]),
-]
+DESIGN = PACKAGE.parent / "docs" / "design.md"
+
+
+def read_floors(text: str) -> list[tuple[str, list[str]]]:
+    """The floors table of ``docs/design.md``, from the ground up: (floor, its modules), a
+    package's name covering its submodules. A row reads ``| 2 pieces | `data/`, `fpn` | ...|``;
+    names in parentheses are a package's submodules, listed for the reader."""
+    section = text.split("## Floors", 1)[1].split("\n## ", 1)[0]
+    floors = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0][:1].isdigit():
+            continue
+        number, name = cells[0].split(" ", 1)
+        names = re.findall(r"`([\w.]+)/?`", re.sub(r"\([^)]*\)", "", cells[1]))
+        floors.append((int(number), name, names))
+    floors.sort()
+    assert [n for n, _, _ in floors] == list(range(1, len(floors) + 1)), "floors 1, 2, ..."
+    return [(name, names) for _, name, names in floors]
+
+
+FLOORS = read_floors(DESIGN.read_text())
 LONG = "Why this module is longer than 300 lines"
 MAX_LINES = 300
 
@@ -72,13 +82,30 @@ def floor_of(name: str) -> int:
         return -1  # the package's own __init__: a docstring and a version, no imports
     top = name.split(".")[1]
     matches = [i for i, (_, names) in enumerate(FLOORS) if top in names]
-    assert len(matches) == 1, f"{name} is on no floor of FLOORS (or on several): place it"
+    assert len(matches) == 1, f"{name} is on no floor of docs/design.md (or on several): place it there"
     return matches[0]
 
 
 def test_every_module_has_a_floor():
     for name in MODULES:
         floor_of(name)
+    tops = {name.split(".")[1] for name in MODULES if name != "fcos_lib"}
+    listed = {n for _, names in FLOORS for n in names}
+    assert listed <= tops, f"docs/design.md lists modules that do not exist: {listed - tops}"
+    assert len(FLOORS) == 7 and FLOORS[0][1][:2] == ["env", "validate"], FLOORS[:1]
+
+
+def test_the_floors_table_is_read_as_written():
+    table = """## Floors
+| floor | modules | what |
+|---|---|---|
+| 2 upper | `b/` (`x`, `y`), `c` | ... |
+| 1 ground | `a` | ... |
+
+## Next
+| 3 not a floor | `z` | |
+"""
+    assert read_floors(table) == [("ground", ["a"]), ("upper", ["b", "c"])]
 
 
 def test_no_import_runs_up_a_floor():
