@@ -20,7 +20,11 @@ stages (``frozen_stages``: 1 = the stem, 2 = stem and first stage, the paper's c
 """
 from __future__ import annotations
 
+import socket
+import sys
 import warnings
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -112,23 +116,42 @@ def tiny_backbone(freeze_bn: bool = False) -> Backbone:
     return Backbone(body, stages, widths[2:])
 
 
+# Seconds to wait for the weights' server to connect, answer or send the next bytes: a
+# server that takes the connection and never answers fails soon, and training goes on.
+WEIGHTS_TIMEOUT = 15.0
+
+
 def download_weights(name: str) -> dict[str, Tensor] | None:
     """The ImageNet state dict of backbone ``name`` through torchvision's weights (their URL and
-    checksum; cached under ``torch.hub.get_dir()``).
+    checksum; cached under ``torch.hub.get_dir()``). A download says what it waits for and
+    gives up after :data:`WEIGHTS_TIMEOUT` seconds without an answer.
 
     Returns:
         The state dict, or None, with a one-line warning, when it could not be downloaded
-        (offline, a proxy, a bad checksum).
+        (offline, a proxy, a silent server, a bad checksum).
     """
     url = WEIGHTS[name].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if not cached.exists():
+        print(f"downloading the ImageNet weights of {name} from {urlparse(url).netloc} "
+              f"(waiting up to {WEIGHTS_TIMEOUT:g} s for an answer)", file=sys.stderr)
+    previous = socket.getdefaulttimeout()     # torch.hub's urlopen takes no timeout itself
+    socket.setdefaulttimeout(WEIGHTS_TIMEOUT)
     try:
         return torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
     except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None),
+                                                         TimeoutError):
+            reason = f"no answer within {WEIGHTS_TIMEOUT:g} s"
+        else:
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
         warnings.warn(f"could not download the ImageNet weights of {name} from {url} "
                       f"({reason}): training starts from random init, BatchNorm and all "
                       "stages trainable", stacklevel=4)
         return None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def torchvision_backbone(name: str, state: dict[str, Tensor] | None = None,

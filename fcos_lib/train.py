@@ -31,7 +31,7 @@ from fcos_lib.data import build_dataset
 from fcos_lib.data.cache import DecodedCache
 from fcos_lib.distributed import barrier, init_distributed, shutdown_distributed
 from fcos_lib.env import pick_device, seed_everything
-from fcos_lib.evaluate import evaluate_model
+from fcos_lib.evaluate import evaluate_model, split_in_words
 from fcos_lib.model import FCOS
 from fcos_lib.pieces import Pieces
 from fcos_lib.trainer import Trainer
@@ -52,6 +52,19 @@ def build_datasets(cfg: TrainConfig, splits: tuple[str, ...] = ("train", "val"),
                                 progress=progress)
         out.append(data)
     return out
+
+
+def check_not_empty(cfg: TrainConfig, train_set, val_set) -> None:
+    """Raise ValueError, before any step, when the training split or the validation split
+    (evaluated every ``cfg.eval_every`` steps and at the end) has no images, naming the
+    dataset, the split and the file that lists it."""
+    for data, role, setting in ((train_set, "training", "the dataset"),
+                                (val_set, "validation", f"--set val_split=... (now "
+                                                        f"{cfg.val_split!r})")):
+        if not len(data):
+            raise ValueError(f"{split_in_words(data)} has no images, and it is the run's "
+                             f"{role} split: add images to it, or choose another with "
+                             f"{setting}")
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> FCOS:
@@ -98,6 +111,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, change_schedule: bool = Fal
         train_set, val_set = build_datasets(cfg, progress=progress and info.is_main)
         if info.is_main:
             barrier()
+        check_not_empty(cfg, train_set, val_set)
         model = build_model(cfg, len(train_set.class_names)).to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

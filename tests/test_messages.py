@@ -206,6 +206,22 @@ def test_an_empty_evaluation_split_names_the_dataset_split_and_file(checkpoint, 
     assert "prediction dict" not in message
 
 
+def test_an_empty_validation_split_stops_training_before_the_first_step(tmp_path, run_main):
+    from tinyrun import cli_settings
+    from vocfake import make_voc_tree
+
+    folder = make_voc_tree(tmp_path / "voc")
+    split_file = folder / "ImageSets" / "Main" / "val.txt"
+    split_file.write_text("")
+    out = tmp_path / "run"
+    voc = {"root": str(tmp_path / "voc")}
+    last = one_line(run_main(*cli_settings(out, steps=4), "--set", "dataset='voc2007-tiny'",
+                             "--set", f"dataset_kwargs={voc!r}"))
+    assert "the 'val' split of VOC2007DetectionTiny" in last and str(split_file) in last
+    assert "validation split" in last and "val_split" in last, last
+    assert not (out / "checkpoint.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
 # ------------------------------------------------------------------ 4. a name too long
 
 
@@ -335,6 +351,33 @@ def test_a_mirror_that_never_answers_is_waited_on_visibly_and_briefly(tmp_path, 
         host = url.split("/")[2]
         assert f"v.tar: asking {host}; waiting up to 0.3 s for an answer" in err
         assert f"{url}: no answer within 0.3 s" in str(failed.value)
+
+
+def test_a_silent_weights_server_is_waited_on_visibly_and_briefly(tmp_path, monkeypatch,
+                                                                   capsys):
+    import types
+
+    import torch
+
+    from fcos_lib import backbone
+
+    monkeypatch.setattr(backbone, "WEIGHTS_TIMEOUT", 0.3)
+    old_dir = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        with silent_servers() as ([url], taken):
+            monkeypatch.setitem(backbone.WEIGHTS, "resnet18", types.SimpleNamespace(
+                url=url.replace("v.tar", "resnet18-f37072fd.pth")))
+            start = time.monotonic()
+            with pytest.warns(UserWarning, match=r"\(no answer within 0.3 s\): training starts"
+                              " from random init"):
+                assert backbone.download_weights("resnet18") is None
+            took = time.monotonic() - start
+    finally:
+        torch.hub.set_dir(old_dir)
+    assert took < 3, f"{took:.1f} s"
+    assert "waiting up to 0.3 s for an answer" in capsys.readouterr().err
+    assert socket.getdefaulttimeout() is None           # put back
 
 
 def test_the_download_command_takes_a_timeout_and_says_what_it_waits_for(tmp_path, run_main):
