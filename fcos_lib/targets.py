@@ -37,6 +37,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from fcos_lib.validate import boxes_xyxy, proper_boxes
+
 
 def encode_boxes(boxes: Tensor, locations: Tensor, strides: Tensor) -> Tensor:
     """Distances from each location to the four sides of its box, in strides.
@@ -139,18 +141,13 @@ def pad_targets(targets: Sequence[dict[str, Tensor]], num_classes: int,
     counts = torch.tensor([len(t["labels"]) for t in targets], device=device)
     real = torch.arange(labels.shape[1], device=device) < counts[:, None]  # (B, M)
     bad_label = real & ((labels < 0) | (labels >= num_classes))
-    broken = ~torch.isfinite(boxes).all(dim=-1) & real
-    flat = (boxes[..., 2:] <= boxes[..., :2]).any(dim=-1) & real
-    if (bad_label | broken | flat).any():      # one sync with the device: then which one
+    if (bad_label | (real & ~proper_boxes(boxes))).any():   # one sync: then which one
         if bad_label.any():
             i, m = bad_label.nonzero()[0].tolist()
             raise ValueError(f"image {i}, box {m}: label {labels[i, m].item()} is outside "
                              f"[0, {num_classes}); labels are class indices, no background "
                              "class")
-        i, m = (broken if broken.any() else flat).nonzero()[0].tolist()
-        what = ("is not finite (NaN or inf); fix or drop it" if broken.any() else
-                "has x2 <= x1 or y2 <= y1; drop empty boxes (e.g. after cropping)")
-        raise ValueError(f"image {i}, box {m}: {boxes[i, m].tolist()} {what} before the loss")
+        boxes_xyxy("boxes", boxes, real=real, where=("image", "box"), hint="before the loss")
     return boxes, labels
 
 

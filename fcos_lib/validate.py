@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["one_of", "whole", "number", "boxes_xyxy", "integer_labels"]
+__all__ = ["one_of", "whole", "number", "proper_boxes", "boxes_xyxy", "integer_labels"]
 
 
 def one_of(name: str, value: Any, allowed: Sequence[Any], hint: str = "") -> Any:
@@ -53,21 +53,44 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
     return float(value)
 
 
-def boxes_xyxy(name: str, boxes: Tensor, allow_flat: bool = False) -> Tensor:
-    """``boxes`` if it is an (N, 4) tensor of finite xyxy boxes with x2 > x1 and y2 > y1
-    (``>=`` with ``allow_flat``)."""
-    if not torch.is_tensor(boxes) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+def proper_boxes(boxes: Tensor, allow_flat: bool = False) -> Tensor:
+    """(..., 4) xyxy boxes -> (...) bool: finite, with x2 > x1 and y2 > y1 (``>=`` with
+    ``allow_flat``). The one definition of a proper box, for the checks that raise
+    (:func:`boxes_xyxy`) and for the data readers that drop and count (VOC).
+
+    >>> proper_boxes(torch.tensor([[0., 0, 2, 2], [3, 0, 1, 2], [0, 0, float("nan"), 1]]))
+    tensor([ True, False, False])
+    """
+    size = boxes[..., 2:] - boxes[..., :2]
+    wide = (size >= 0) if allow_flat else (size > 0)
+    return torch.isfinite(boxes).all(dim=-1) & wide.all(dim=-1)
+
+
+def boxes_xyxy(name: str, boxes: Tensor, allow_flat: bool = False, *,
+               real: Tensor | None = None, where: Sequence[str] = (), hint: str = "") -> Tensor:
+    """``boxes`` if it is an (..., 4) tensor of proper xyxy boxes (:func:`proper_boxes`).
+
+    Args:
+        real: (...) bool, the boxes to check (e.g. not the padding of a batch).
+        where: a word per leading dimension, to name a bad box (``("image", "box")`` says
+            "image 1, box 0"); default ``name[index]``.
+        hint: said after the problem (e.g. ``"before the loss"``).
+    """
+    if not torch.is_tensor(boxes) or boxes.dim() < 2 or boxes.shape[-1] != 4:
         shape = tuple(boxes.shape) if torch.is_tensor(boxes) else type(boxes).__name__
         raise ValueError(f"{name} has shape {shape}: expected (N, 4) xyxy pixels")
-    if boxes.is_floating_point() and not bool(torch.isfinite(boxes).all()):
-        row = int((~torch.isfinite(boxes)).any(dim=1).nonzero()[0, 0])
-        raise ValueError(f"{name}[{row}] = {boxes[row].tolist()} is not finite")
-    size = boxes[:, 2:] - boxes[:, :2]
-    bad = (size < 0 if allow_flat else size <= 0).any(dim=1)
+    bad = ~proper_boxes(boxes, allow_flat)
+    if real is not None:
+        bad &= real
     if bad.any():
-        row = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{name}[{row}] = {boxes[row].tolist()} has x2 <= x1 or y2 <= y1: "
-                         "boxes are (x1, y1, x2, y2) pixels, top-left corner first")
+        index = tuple(bad.nonzero()[0].tolist())
+        box = boxes[index]
+        said = (", ".join(f"{w} {i}" for w, i in zip(where, index, strict=True)) if where
+                else f"{name}[{', '.join(map(str, index))}] =")
+        what = ("is not finite (NaN or inf); fix or drop it" if not torch.isfinite(box).all()
+                else "has x2 <= x1 or y2 <= y1: boxes are (x1, y1, x2, y2) pixels, top-left "
+                "corner first; drop empty boxes (e.g. after cropping)")
+        raise ValueError(f"{said}{':' if where else ''} {box.tolist()} {what}{_tail(hint)}")
     return boxes
 
 

@@ -28,6 +28,7 @@ from fcos_lib.data.transforms import (
     rgb_pixels,
     select_objects,
 )
+from fcos_lib.validate import proper_boxes
 
 VOC_CLASSES: list[str] = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -200,8 +201,7 @@ class VOCDataset(torch.utils.data.Dataset):
         labels = torch.tensor([index[n] for n in ann["names"]], dtype=torch.int64)
         target = {"boxes": ann["boxes"], "labels": labels, "difficult": ann["difficult"]}
         boxes = ann["boxes"]          # NaN, infinite, inverted, outside: dropped, counted
-        valid = (torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] > boxes[:, 0])
-                 & (boxes[:, 3] > boxes[:, 1]))
+        valid = proper_boxes(boxes)
         reasons = ["NaN, infinite or inverted"] * len(boxes)
         if ann["size"] is not None:   # the image's size, as the file gives it
             width, height = ann["size"]
