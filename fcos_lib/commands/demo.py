@@ -51,7 +51,7 @@ def draw_predictions(model: torch.nn.Module, dataset, path: Path, count: int = 8
     fig = plot_detections_grid(images, [{k: v.cpu() for k, v in p.items()} for p in predictions],
                                targets, class_names=list(dataset.class_names))
     picture = io.BytesIO()
-    fig.savefig(picture, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(picture, format="png", dpi=100, bbox_inches="tight")   # labels sized for 100
     plt.close(fig)
     return write_atomic(path, picture.getvalue())
 
