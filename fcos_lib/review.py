@@ -3,9 +3,10 @@
 Plain functions, tested directly, that the viewer (:mod:`fcos_lib.viewer`) only calls:
 :func:`render_view` draws one image's detections coloured by their verdict
 (:func:`fcos_lib.diagnose.judge`: true positive, false positive, duplicate) and its objects
-as found or missed, each label placed clear of the others (:func:`place_labels`);
-:func:`level_panels` draws what the model itself predicted on one pyramid level (its
-class-score map and its centerness) beside the positive locations it was trained on
+as found or missed, each label placed clear of the others (:func:`fcos_lib.viz.place_labels`
+and :func:`fcos_lib.viz.write_labels`, named here too); :func:`level_panels` draws what the
+model itself predicted on one pyramid level (its class-score map and its centerness, under
+titles, over colour bars) beside the positive locations it was trained on
 (:func:`model_location_targets`); :func:`legend_html` says which colour is which.
 """
 from __future__ import annotations
@@ -20,11 +21,22 @@ from torchvision.utils import draw_bounding_boxes
 
 from fcos_lib.diagnose import DUPLICATE, FALSE_POSITIVE, IGNORED, STATUS_NAMES, TRUE_POSITIVE, judge
 from fcos_lib.positives import location_targets
-from fcos_lib.viz import class_mask, class_name, to_pixels
+from fcos_lib.viz import (
+    Label,
+    class_mask,
+    class_name,
+    label_font,
+    place_labels,
+    readable_size,
+    text_height,
+    to_pixels,
+    write_labels,
+)
 
 __all__ = ["STATUS_COLORS", "FOUND_COLOR", "MISSED_COLOR", "COLOR_NAMES", "place_labels",
            "write_labels", "only_classes", "render_view", "level_panels", "legend_html",
-           "model_location_targets", "level_names", "title_band", "title_height"]
+           "model_location_targets", "level_names", "title_band", "title_height",
+           "colorbar_band"]
 
 # The verdicts' colours, each far from every class colour of the shapes dataset (red, green,
 # blue, yellow, magenta, cyan: at least 85 apart in RGB, more than the shapes' own jitter), so
@@ -38,66 +50,6 @@ COLOR_NAMES = {STATUS_COLORS[TRUE_POSITIVE]: "light green", STATUS_COLORS[FALSE_
 POSITIVE_COLOR = (255, 255, 255)
 
 
-def _font(size: int):
-    from matplotlib import font_manager
-    from PIL import ImageFont
-
-    path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
-    return ImageFont.truetype(path, size)
-
-
-def place_labels(boxes: Tensor, sizes: Sequence[tuple[int, int]], width: int, height: int
-                 ) -> list[tuple[int, int, int, int] | None]:
-    """Where to write each box's label, ``(x1, y1, x2, y2)`` pixels, in order: the first of
-    eight spots against the box (above its top edge, inside it along the top, below its bottom
-    edge, inside along the bottom; at its left corner, then its right) that lies in the
-    ``width`` x ``height`` picture and covers no label placed before it. ``None`` where all
-    eight are taken: a label far from its box would say less than no label.
-
-    Args:
-        boxes: (K, 4) xyxy pixels; sizes: the K labels' (w, h) in pixels.
-    """
-    taken: list[tuple[int, int, int, int]] = []
-    places: list[tuple[int, int, int, int] | None] = []
-    for (x1, y1, x2, y2), (w, h) in zip(boxes.round().int().tolist(), sizes):
-        spots = [(min(max(0, x), max(0, width - w)), min(max(0, y), max(0, height - h)))
-                 for x in (x1, x2 - w) for y in (y1 - h, y1, y2, y2 - h)]
-        free = [(x, y, x + w, y + h) for x, y in spots if not any(
-            x < a2 and a1 < x + w and y < b2 and b1 < y + h for a1, b1, a2, b2 in taken)]
-        places.append(free[0] if free else None)
-        taken += free[:1]
-    return places
-
-
-def write_labels(pixels: Tensor, boxes: Tensor, texts: Sequence[str],
-                 colors: Sequence[tuple[int, int, int]]) -> Tensor:
-    """Write ``texts`` on patches of ``colors`` next to ``boxes``, each clear of the others
-    (:func:`place_labels`: the first ones get the best spots).
-
-    Args:
-        pixels: uint8 (3, H, W); boxes: (K, 4) xyxy pixels of it; texts, colors: K each.
-
-    Returns:
-        uint8 (3, H, W), a new tensor.
-    """
-    from PIL import Image, ImageDraw
-
-    picture = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
-    draw, font = ImageDraw.Draw(picture), _font(max(10, round(min(picture.size) / 30)))
-    corners = [draw.textbbox((0, 0), text, font=font) for text in texts]
-    sizes = [(right - left + 4, bottom - top + 4) for left, top, right, bottom in corners]
-    places = place_labels(boxes, sizes, *picture.size)
-    for place, (left, top, _, _), text, color in zip(places, corners, texts, colors):
-        if place is None:
-            continue
-        x, y, x2, y2 = place
-        draw.rectangle((x, y, x2 - 1, y2 - 1), fill=color)
-        dark = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] < 140
-        draw.text((x + 2 - left, y + 2 - top), text, font=font,
-                  fill=(255, 255, 255) if dark else (0, 0, 0))
-    return torch.from_numpy(np.array(picture)).permute(2, 0, 1).contiguous()
-
-
 def only_classes(d: dict[str, Tensor], classes: Sequence[int] | None) -> dict[str, Tensor]:
     """A target or prediction dict with only the rows of ``classes`` (None: all)."""
     keep = class_mask(d["labels"].cpu(), classes)
@@ -109,7 +61,8 @@ def render_view(image: Tensor, target: dict[str, Tensor] | None,
                 prediction: dict[str, Tensor] | None, *, iou_threshold: float = 0.5,
                 classes: Sequence[int] | None = None, show_gt: bool = True,
                 class_names: Sequence[str] | None = None, scale: int = 2,
-                level_names: Sequence[str] | None = None) -> Tensor:
+                level_names: Sequence[str] | None = None, font_size: int | None = None,
+                placed: list[Label] | None = None) -> Tensor:
     """One image with its detections coloured by verdict and its objects found or missed.
 
     Args:
@@ -123,6 +76,8 @@ def render_view(image: Tensor, target: dict[str, Tensor] | None,
         show_gt: draw the ground truth (:data:`FOUND_COLOR` when found, thin; thicker in
             :data:`MISSED_COLOR` when missed).
         class_names, scale: names for the labels; integer enlargement of the picture.
+        font_size, placed: the labels' font size in pixels of the returned picture (default:
+            :func:`fcos_lib.viz.write_labels`'), and a list for the labels written.
 
     Returns:
         uint8 (3, H·scale, W·scale). Colours: :data:`STATUS_COLORS` for the detections,
@@ -165,29 +120,34 @@ def render_view(image: Tensor, target: dict[str, Tensor] | None,
             texts.append(f"{class_name(int(prediction['labels'][k]), class_names)} "
                          f"{float(scores[k]):.2f}{where}")
     if boxes:
-        pixels = write_labels(pixels, torch.stack(boxes), texts, colors)
+        pixels = write_labels(pixels, torch.stack(boxes), texts, colors, font_size=font_size,
+                              placed=placed)
     return pixels
 
 
 def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, int],
                  classes: Sequence[int] | None = None,
                  positives: dict[str, Tensor] | None = None, scale: int = 1,
-                 titles: bool = False) -> Tensor:
+                 titles: bool = False, colorbar: bool = False,
+                 placed: list[Label] | None = None) -> Tensor:
     """What the model predicted on one level of one image, as two heat maps stacked: the
     class score (sigmoid, the maximum over ``classes``; magma) and the centerness (sigmoid;
     viridis), each cell of the level a square of the image, with the level's positive
     locations (``positives``, one level of :func:`fcos_lib.positives.location_targets`) as
-    white dots; with ``titles``, each under its title ("P3 class score", "P3 centerness").
+    white dots; with ``titles``, each under its title ("P3 class score", "P3 centerness");
+    with ``colorbar``, each over its colour bar from 0 to 1 (:func:`colorbar_band`).
 
     Args:
         outputs: ``FCOS.forward``'s raw outputs for a batch of one image.
         level: the index of the level (0: the first, P3).
         image_size: (H, W) of the image, pixels.
+        placed: a list for the titles' and the colour bars' text, as
+            :class:`fcos_lib.viz.Label` in the returned picture's pixels.
 
     Returns:
-        uint8 (3, 2·H·scale/2, W·scale/2): the two maps, each half the picture's size; with
-        ``titles``, (3, 2·(T + H·scale/2), W·scale/2), a band T = :func:`title_height`
-        pixels high over each map.
+        uint8 (3, 2·(T·titles + H·scale/2 + 3·T/2·colorbar), W·scale/2): each map half the
+        picture's size, a band T = :func:`title_height` pixels high over it with ``titles``,
+        a band 3·T/2 high under it with ``colorbar``.
     """
     from matplotlib import colormaps
 
@@ -202,8 +162,8 @@ def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, in
                                                                                        cols)
     half = max(1, scale * stride // 2)                      # pixels per cell on a panel
     out_h, out_w = H * scale // 2, W * scale // 2
-    name = level_names([stride])[0]
-    panels = []
+    T, name = title_height(H * scale), level_names([stride])[0]
+    panels: list[Tensor] = []
     for values, cmap, title in ((score, "magma", f"{name} class score"),
                                 (center, "viridis", f"{name} centerness")):
         rgb = torch.from_numpy(colormaps[cmap](values.numpy())[..., :3] * 255).round()
@@ -216,28 +176,78 @@ def level_panels(outputs: dict[str, list], level: int, image_size: tuple[int, in
                 for dy in range(-r, r + 1):
                     big[:, (xy[:, 1] + dy).clamp(0, out_h - 1), (xy[:, 0] + dx).clamp(
                         0, out_w - 1)] = torch.tensor(POSITIVE_COLOR, dtype=torch.uint8)[:, None]
-        panels += [title_band(title, out_w, title_height(H * scale)), big] if titles else [big]
+        above: list[Label] = []
+        below: list[Label] = []
+        bands = ([(title_band(title, out_w, T, above), above)] if titles else []) + [
+            (big, [])] + ([(colorbar_band(cmap, out_w, T + T // 2, below), below)]
+                          if colorbar else [])
+        for band, texts in bands:           # each band's text, moved to where the band lies
+            if placed is not None:
+                placed += _shifted(texts, sum(p.shape[1] for p in panels))
+            panels.append(band)
     return torch.cat(panels, dim=1)
 
 
 def title_height(picture_height: int) -> int:
-    """The height in pixels of a title band over a map beside a picture this high."""
-    return max(12, round(picture_height / 22))
+    """The height in pixels of a title band over a map beside a picture this high: room
+    for capitals :data:`fcos_lib.viz.TEXT_PX` high at the picture's own size, more on a
+    large picture."""
+    return max(readable_size() + 4, round(picture_height / 16))
 
 
-def title_band(text: str, width: int, height: int) -> Tensor:
-    """``text`` in white on a dark band, uint8 (3, height, width), in a font that fits."""
+def _band(texts: Sequence[tuple[str, float]], width: int, height: int,
+          placed: list[Label] | None) -> Tensor:
+    """Texts in white on a dark band, uint8 (3, height, width), each at its ``anchor`` (0:
+    the left end, 0.5: the middle, 1: the right end), in the largest font up to height - 4
+    pixels in which they fit side by side."""
     from PIL import Image, ImageDraw
 
     band = Image.new("RGB", (width, height), (40, 40, 40))
     draw, size = ImageDraw.Draw(band), max(6, height - 4)
-    while size > 6 and draw.textlength(text, font=_font(size)) > width - 4:
+    while size > 6 and sum(draw.textlength(t, font=label_font(size)) + 4
+                           for t, _ in texts) > width:
         size -= 1
-    font = _font(size)
-    left, top, _, bottom = draw.textbbox((0, 0), text, font=font)
-    draw.text((2 - left, (height - (bottom - top)) // 2 - top), text, font=font,
-              fill=(255, 255, 255))
+    font = label_font(size)
+    for text, anchor in texts:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = round(2 + anchor * (width - 4 - (right - left)))
+        y = (height - (bottom - top)) // 2
+        draw.text((x - left, y - top), text, font=font, fill=(255, 255, 255))
+        if placed is not None:
+            placed.append(Label(text, (x - 2, y - 2, x + right - left + 2, y + bottom - top + 2),
+                                text_height(size)))
     return torch.from_numpy(np.array(band)).permute(2, 0, 1).contiguous()
+
+
+def _shifted(labels: Sequence[Label], down: int) -> list[Label]:
+    """``labels`` moved ``down`` pixels."""
+    return [la._replace(box=(la.box[0], la.box[1] + down, la.box[2], la.box[3] + down))
+            for la in labels]
+
+
+def title_band(text: str, width: int, height: int, placed: list[Label] | None = None
+               ) -> Tensor:
+    """``text`` in white on a dark band, uint8 (3, height, width), in a font that fits
+    (``placed``: a list for its :class:`fcos_lib.viz.Label`)."""
+    return _band([(text, 0.0)], width, height, placed)
+
+
+def colorbar_band(cmap: str, width: int, height: int, placed: list[Label] | None = None
+                  ) -> Tensor:
+    """A colour bar of matplotlib's ``cmap`` from 0 (left) to 1 (right), uint8 (3, height,
+    width): the colours in the top third, "0", "0.5" and "1" under their places on a dark
+    band (``placed``: a list for their :class:`fcos_lib.viz.Label`)."""
+    from matplotlib import colormaps
+
+    strip = max(2, height // 3)
+    ramp = colormaps[cmap](np.linspace(0.0, 1.0, max(0, width - 4)))[:, :3] * 255
+    colours = torch.full((3, strip, width), 40, dtype=torch.uint8)
+    colours[:, :, 2:width - 2] = torch.from_numpy(ramp.round()).to(torch.uint8).T[:, None]
+    written: list[Label] = []
+    ticks = _band([("0", 0.0), ("0.5", 0.5), ("1", 1.0)], width, height - strip, written)
+    if placed is not None:
+        placed += _shifted(written, strip)
+    return torch.cat([colours, ticks], dim=1)
 
 
 def legend_html() -> str:

@@ -16,10 +16,13 @@ from fcos_lib.review import model_location_targets
 from fcos_lib.targets import assign_targets, default_size_ranges
 from fcos_lib.viz import (
     GT_COLOR,
+    Label,
+    beside,
     class_colors,
     draw_detections,
     plot_detections_grid,
     plot_pictures,
+    text_height,
     to_pixels,
 )
 
@@ -66,22 +69,41 @@ def test_to_pixels_undoes_normalization_and_scales():
 def test_draw_detections_draws_boxes_in_class_colours_and_filters():
     target, prediction = sample()
     image = gray_image()
-    drawn = draw_detections(image, prediction, target, class_names=NAMES, score_thresh=0.5)
+    drawn = draw_detections(image, prediction, target, class_names=NAMES, score_thresh=0.5,
+                            labels=False)
     colors = class_colors(len(NAMES))
     assert color_at(drawn, 6, 20) == colors[0]        # left side of prediction 0
     assert color_at(drawn, 58, 30) == colors[2]       # right side of prediction 1
     assert color_at(drawn, 28, 20) == GT_COLOR        # right side of ground-truth box 0
     assert color_at(drawn, 18, 20) == (GRAY,) * 3     # inside a box: untouched
     assert color_at(drawn, 10, 50) == (GRAY,) * 3     # prediction 2 scores 0.2 < 0.5
-    low = draw_detections(image, prediction, None, score_thresh=0.1)
+    low = draw_detections(image, prediction, None, score_thresh=0.1, labels=False)
     assert color_at(low, 10, 50) == colors[1]
-    only_2 = draw_detections(image, prediction, target, classes=[2], class_names=NAMES)
+    only_2 = draw_detections(image, prediction, target, classes=[2], class_names=NAMES,
+                             labels=False)
     assert color_at(only_2, 6, 20) == (GRAY,) * 3 and color_at(only_2, 58, 30) == colors[2]
     assert color_at(only_2, 28, 20) == (GRAY,) * 3  # ground truth of class 0 hidden too
     nothing = draw_detections(image, None, None)
     assert torch.equal(nothing, image)
     with pytest.raises(ValueError, match="label 2 but only 2 class names"):
         draw_detections(image, prediction, target, class_names=["a", "b"])
+
+
+def test_draw_detections_writes_the_best_label_first_then_the_ground_truths():
+    target, prediction = sample()
+    placed: list[Label] = []
+    drawn = draw_detections(gray_image(), prediction, target, class_names=NAMES, scale=4,
+                            font_size=12, placed=placed)
+    assert [label.text for label in placed] == [
+        "circle 0.90", "triangle 0.60", "square 0.20", "circle", "triangle"]
+    assert {label.text_height for label in placed} == {text_height(12)}
+    first = placed[0].box                              # on prediction 0's top edge, y = 24
+    assert first[0] == 24 and first[3] == 24
+    x1, y1, x2, y2 = first                             # a patch of the class's colour
+    assert color_at(drawn, x1, y1) == class_colors(len(NAMES))[0]
+    assert color_at(drawn, x2 - 1, y2 - 1) == class_colors(len(NAMES))[0]
+    white = [label for label in placed if label.text in NAMES]
+    assert all(color_at(drawn, label.box[0], label.box[1]) == GT_COLOR for label in white)
 
 
 def course_overlays(target):
@@ -131,13 +153,30 @@ def test_the_overlay_uses_the_models_own_grid_on_p3_to_p7(height, width):
 def test_plot_detections_grid_shows_every_image():
     target, prediction = sample()
     images = normalize(torch.stack([gray_image(), gray_image()]))
+    placed: list[list[Label]] = []
     fig = plot_detections_grid(images, [prediction, prediction], [target, target],
-                               class_names=NAMES)
+                               class_names=NAMES, placed=placed)
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 2
-    assert shown[0].images[0].get_array().shape == (128, 128, 3)  # scale 2
+    # scale 2, then 2 again: the figure shows it 2.3 times its size, its labels written sharp
+    assert shown[0].images[0].get_array().shape == (256, 256, 3)
     expected = int((prediction["scores"] >= 0.3).sum())
     assert [ax.get_title() for ax in shown] == [f"{expected} boxes >= 0.3"] * 2
+    assert [[label.text for label in p] for p in placed] == [["circle 0.90", "triangle 0.60",
+                                                              "circle", "triangle"]] * 2
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["circle", "triangle", "ground truth"]
+    bare = plot_detections_grid(images, None, [target, target], labels=False, scale=1)
+    assert not bare.legends and [ax.get_title() for ax in bare.axes] == ["", ""]
+    assert torch.equal(torch.from_numpy(bare.axes[0].images[0].get_array()).permute(2, 0, 1),
+                       draw_detections(images[0], None, target, labels=False))   # as it was
+
+
+def test_beside_pads_the_shorter_picture_below():
+    tall, short = torch.zeros(3, 6, 2, dtype=torch.uint8), torch.ones(3, 4, 3, dtype=torch.uint8)
+    both = beside(tall, short)
+    assert both.shape == (3, 6, 5) and (both[:, 4:, 2:] == 255).all()
+    assert torch.equal(both[:, :4, 2:], short) and torch.equal(both[:, :, :2], tall)
 
 
 def test_plot_pictures_lays_out_a_grid_with_titles():
