@@ -1,8 +1,8 @@
 """The FCOS head: per location of every pyramid level, class logits, box sides and centerness.
 
 One head serves every level (its weights are shared): an object looks the same at stride 8 as
-at stride 64 once the FPN has picked the level that fits its size. Two stems of 3x3 convs read
-the level's features:
+at stride 64 once the size ranges (the target assignment) have sent it to the level that fits
+its size. Two stems of 3x3 convs read the level's features:
 
 - the *classification stem* ends in ``num_classes`` logits per location (sigmoids, no
   background class);
