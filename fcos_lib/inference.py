@@ -6,7 +6,10 @@ the few that matter, for the whole batch at once:
 
 1. score each (location, class): the class probability, or, as the paper ranks them, the
    geometric mean with the centerness probability, ``sqrt(sigmoid(cls) * sigmoid(ctr))``,
-   which pushes down boxes predicted far from an object's centre;
+   which pushes down boxes predicted far from an object's centre (the ablations of
+   notebook 08 may rank by the class alone, by the product without the root, or with a
+   centerness computed from the predicted box, :func:`box_centerness`, in place of the
+   learned one: the paper's Table 4);
 2. per level, drop scores <= ``score_thresh`` and keep the best ``topk_candidates``;
 3. decode the kept LTRB deltas into xyxy boxes and clip them to the image;
 4. class-wise non-maximum suppression over all levels, and the best
@@ -32,9 +35,13 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from fcos_lib.data import collate
 from fcos_lib.targets import decode_boxes
-from fcos_lib.validate import whole
+from fcos_lib.validate import one_of, whole
 
-__all__ = ["detect_plain", "detect", "predict_dataset"]
+__all__ = ["detect_plain", "detect", "box_centerness", "predict_dataset", "CENTERNESS_FROM"]
+
+# Where the centerness in the score comes from: the head's learned branch, or the predicted
+# box itself (the paper's Table 4, "center-ness computed from the predicted regression vector").
+CENTERNESS_FROM = ("head", "regression")
 
 
 def detect_plain(cls_logits: list[Tensor], box_deltas: list[Tensor], centerness: list[Tensor],
@@ -88,15 +95,39 @@ def detect_plain(cls_logits: list[Tensor], box_deltas: list[Tensor], centerness:
     return [boxes[keep], scores[keep], labels[keep]]
 
 
+def box_centerness(box_deltas: Tensor) -> Tensor:
+    """The centerness of each location computed from its own predicted box, not learned:
+    ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` of the predicted distances.
+
+    Args:
+        box_deltas: (..., 4) predicted LTRB distances (any unit; negatives count as 0).
+
+    Returns:
+        (...,) in [0, 1]: 1 when the location sits at its box's centre, 0 for a box with
+        no width or height.
+
+    >>> box_centerness(torch.tensor([[2.0, 2, 2, 2], [1.0, 4, 2, 2], [0.0, 0, 3, 3]])).tolist()
+    [1.0, 0.5, 0.0]
+    """
+    ltrb = box_deltas.clamp(min=0)
+    lr, tb = ltrb[..., 0::2], ltrb[..., 1::2]
+    # A tiny floor under max(): a box of zero width has ratio 0, not 0/0.
+    tiny = torch.finfo(ltrb.dtype).tiny
+    ratio = lr.amin(dim=-1) / lr.amax(dim=-1).clamp(min=tiny) * (
+        tb.amin(dim=-1) / tb.amax(dim=-1).clamp(min=tiny))
+    return torch.sqrt(ratio)
+
+
 def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor,
                       locations: Tensor, stride: int, image_size: tuple[int, int],
-                      score_thresh: float, topk: int, centerness_in_score: bool
+                      score_thresh: float, topk: int, centerness_in_score: bool,
+                      centerness_from: str = "head", sqrt_score: bool = True
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The best candidates of one level, for every image of the batch.
 
     Args:
         cls_logits: (B, L, C); box_deltas: (B, L, 4) LTRB in strides; centerness: (B, L)
-            logits; locations: (L, 2) xy pixels.
+            logits; locations: (L, 2) xy pixels. The scoring options: see :func:`detect`.
 
     Returns:
         ``boxes`` (B, k, 4) xyxy pixels clipped to the image, ``scores`` (B, k) (best first),
@@ -105,7 +136,11 @@ def _level_candidates(cls_logits: Tensor, box_deltas: Tensor, centerness: Tensor
     """
     probs = torch.sigmoid(cls_logits)
     if centerness_in_score:
-        probs = torch.sqrt(probs * torch.sigmoid(centerness)[..., None])
+        ctr = (torch.sigmoid(centerness) if centerness_from == "head"
+               else box_centerness(box_deltas))                       # (B, L)
+        probs = probs * ctr[..., None]
+        if sqrt_score:
+            probs = torch.sqrt(probs)
     flat = probs.flatten(1)                                            # (B, L*C)
     # The best k of all scores, cut at the threshold, are the best k of those above it: a
     # fixed k for every image keeps the batch rectangular.
@@ -138,7 +173,8 @@ def _check_detect_options(image_size: int | tuple[int, int], score_thresh: float
 def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
            score_thresh: float = 0.05, nms_thresh: float = 0.6, topk_candidates: int = 1000,
            detections_per_img: int = 100, centerness_in_score: bool = True,
-           nms: Callable[[Tensor, Tensor, Tensor, float], Tensor] = batched_nms
+           nms: Callable[[Tensor, Tensor, Tensor, float], Tensor] = batched_nms, *,
+           centerness_from: str = "head", sqrt_score: bool = True
            ) -> list[dict[str, Tensor]]:
     """Detections of a batch from the raw outputs of ``FCOS.forward``.
 
@@ -154,6 +190,12 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
         detections_per_img: the most boxes returned per image.
         centerness_in_score: score = sqrt(class prob * centerness prob) (the paper's
             ranking) instead of the class probability alone.
+        centerness_from: with ``centerness_in_score``, the centerness probability of the
+            head's learned branch (``"head"``), or the centerness of the predicted box itself
+            (``"regression"``, :func:`box_centerness`; the paper's Table 4 shows it does not help).
+        sqrt_score: with ``centerness_in_score``, the square root of the product (the
+            improved FCOS, torchvision); False: the product itself (the first paper). The
+            root keeps every ranking, so it changes only which scores pass ``score_thresh``.
         nms: class-wise NMS, ``nms(boxes (N, 4), scores (N,), groups (N,), iou) -> kept
             indices, best first``, as ``torchvision.ops.batched_nms`` (boxes of different
             groups never suppress each other).
@@ -169,6 +211,7 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
     """
     image_size = _check_detect_options(image_size, score_thresh, topk_candidates,
                                        detections_per_img)
+    one_of("centerness_from", centerness_from, CENTERNESS_FROM)
     keys = ("cls_logits", "box_deltas", "centerness", "locations", "strides")
     missing = [k for k in keys if k not in outputs]
     if missing:
@@ -179,7 +222,7 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
         raise ValueError(f"outputs have per-level lists of different lengths {lengths}: every "
                          "key needs one entry per pyramid level, as FCOS.forward returns them")
     per_level = [_level_candidates(c, d, z, loc, s, image_size, score_thresh, topk_candidates,
-                                   centerness_in_score)
+                                   centerness_in_score, centerness_from, sqrt_score)
                  for c, d, z, loc, s in zip(*(outputs[k] for k in keys), strict=True)]
     boxes, scores, labels, valid = (torch.cat(parts, dim=1) for parts in zip(*per_level))
     levels = torch.cat([torch.full_like(part[2], i) for i, part in enumerate(per_level)], dim=1)
