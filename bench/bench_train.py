@@ -21,66 +21,17 @@ outside the network under 3% of fcos_lib's step.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models import regnet_x_400mf
-from torchvision.models.detection import FCOS as TorchvisionFCOS
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.fcos import FCOSHead
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from bench import median_ms
-from fcos_lib.data import IMAGENET_MEAN, IMAGENET_STD
 from fcos_lib.model import FCOS
 from fcos_lib.torchvision_port import from_torchvision
+from fcos_lib.yardstick import BATCH, SIZE, torchvision_fcos
+from fcos_lib.yardstick import random_batch as make_batch
 
-BATCH, SIZE, NUM_CLASSES, THREADS = 16, 224, 20, 2
-
-
-class NoExtraLevels(ExtraFPNBlock):
-    """P3-P5 alone (BackboneWithFPN's default adds a max-pooled level)."""
-
-    def forward(self, results, x, names):
-        return results, names
-
-
-def torchvision_fcos(channels: int = 64, p6p7: bool = True, head_convs: int = 4,
-                     num_classes: int = NUM_CLASSES, size: int = SIZE) -> TorchvisionFCOS:
-    """RegNetX-400MF + FPN of ``channels`` (P3-P7, or P3-P5 without ``p6p7``) + FCOS head
-    with ``head_convs`` convs per stem, random init, ``size`` px in and out."""
-    torch.manual_seed(0)
-    regnet = regnet_x_400mf(weights=None)
-    body = nn.Sequential(OrderedDict([("stem", regnet.stem),
-                                      *regnet.trunk_output.named_children()]))
-    backbone = BackboneWithFPN(body, {"block2": "p3", "block3": "p4", "block4": "p5"},
-                               in_channels_list=[64, 160, 400], out_channels=channels,
-                               extra_blocks=LastLevelP6P7(channels, channels) if p6p7
-                               else NoExtraLevels())
-    sizes = ((8,), (16,), (32,), (64,), (128,))[:5 if p6p7 else 3]
-    anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
-    head = FCOSHead(channels, 1, num_classes, num_convs=head_convs)
-    return TorchvisionFCOS(backbone, num_classes, min_size=size, max_size=size,
-                           image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
-                           anchor_generator=anchors, head=head)
-
-
-def make_batch(seed: int = 0):
-    """16 images in [0, 1] (torchvision's input), the same normalized (ours), targets."""
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.rand(BATCH, 3, SIZE, SIZE, generator=gen)
-    targets = []
-    for _ in range(BATCH):
-        n = int(torch.randint(1, 9, (1,), generator=gen))
-        wh = 16 + torch.rand(n, 2, generator=gen) * (SIZE - 32)
-        xy = torch.rand(n, 2, generator=gen) * (SIZE - wh)
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1),
-                        "labels": torch.randint(0, NUM_CLASSES, (n,), generator=gen)})
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return images, (images - mean) / std, targets
+NUM_CLASSES, THREADS = 20, 2
 
 
 def sgd(model: nn.Module, **kw) -> torch.optim.Optimizer:

@@ -95,7 +95,7 @@ def measure(step, batches, steps: int, warmup: int, device: torch.device,
 def torchvision_step(cfg: TrainConfig, device: torch.device, num_classes: int):
     """One training step of torchvision's FCOS with the recipe's network, its SGD and its
     mixed precision (a gradient scaler under float16)."""
-    from bench.bench_train import torchvision_fcos
+    from fcos_lib.yardstick import torchvision_fcos
 
     net = build_model(cfg, num_classes).config
     model = torchvision_fcos(channels=net.fpn_channels, p6p7=max(net.levels) == 7,
