@@ -12,9 +12,10 @@ piece would reach into the others'.
   moments, schedule position, scaler, random states); the batches come from
   :class:`fcos_lib.distributed.StepBatchSampler`, whose batch ``s`` does not depend on where
   the run started. Loading a checkpoint and going on gives the weights of a run never stopped.
-- Ctrl-C, and SIGTERM (what Colab and job schedulers send), save the last finished step with
-  the random state as it was then, so that the resume is exact; a kill loses at most
-  ``checkpoint_every`` steps; the checkpoint file is replaced atomically, never half written.
+- Ctrl-C, and SIGTERM (what Colab and job schedulers send), only raise a flag: the step under
+  way finishes, is logged and saved, and the run stops (so the resume is exact). A second
+  Ctrl-C stops at once, keeping the last checkpoint, as does a kill (losing at most
+  ``checkpoint_every`` steps); the checkpoint file is replaced atomically, never half written.
 - A non-finite loss or gradient stops the run before it touches the weights, and says which
   step; weights that are not finite are never saved. To go on with a smaller learning rate,
   resume with ``change_schedule=True`` (``--change-schedule``), which the log records.
@@ -56,7 +57,7 @@ from fcos_lib.runlog import append_record, truncate_metrics
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: handled as Ctrl-C is, the last finished step saved."""
+    """SIGTERM arrived: handled as Ctrl-C is, the step under way finished and saved."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,12 +106,10 @@ class Trainer:
                                            enabled=self.dtype == torch.float16)
         self.step, self.seconds = 0, 0.0
         self.saved_step: int | None = None
-        self.updating = False  # True while the weights are being changed: no saving then
         self.rng: dict[str, Any] | None = None  # the random states after the last finished step
-        self.buffers: list[torch.Tensor] | None = None  # the buffers then, during a step
-        # From the update to the end of the step's log and checkpoint, a Ctrl-C or SIGTERM
-        # waits (``pending``), so that a stop never splits a step from its record.
-        self.deferring, self.pending = False, None
+        # The one stop flag: the signal (SIGINT or SIGTERM) that asked the run to stop. The
+        # handler only sets it; the loop reads it between steps.
+        self.stop_signal: int | None = None
 
     # -------------------------------------------------------------- checkpoints
 
@@ -127,20 +126,9 @@ class Trainer:
         are not finite (the last good checkpoint stays)."""
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             self.stop_non_finite({}, "weights")
-        was, self.deferring = self.deferring, True     # a stop waits until the file is whole
-        try:
-            if self.info.is_main:
-                save_checkpoint(self.state(), self.path)
-        finally:
-            self.deferring = was
+        if self.info.is_main:
+            save_checkpoint(self.state(), self.path)
         self.saved_step = self.step
-
-    def raise_pending(self) -> None:
-        """Stop waiting: raise the Ctrl-C or SIGTERM that came meanwhile, if one did."""
-        self.deferring = False
-        if self.pending is not None:
-            stop, self.pending = self.pending, None
-            raise stop()
 
     def restore(self, change_schedule: bool = False) -> None:
         """Continue from ``<out>/checkpoint.pt``: every state, the step, the clock; with
@@ -196,49 +184,58 @@ class Trainer:
         self.model.train()
         previous = self._stop_on_signals()
         try:
-            self.loop()
-        except KeyboardInterrupt as stop:
-            if not self.updating:   # (a Ctrl-C from outside the signal handler, mid-update)
-                if self.buffers is not None:   # stopped inside a step: undo its forward
-                    with torch.no_grad():
-                        for now, then in zip(self.model.buffers(), self.buffers):
-                            now.copy_(then)
-                if self.saved_step != self.step:
-                    self.save()
-                if self.info.is_main:
-                    print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}"
-                          f": checkpoint of step {self.step} saved in {self.path}; run again "
-                          "with --resume (resume=True) to continue")
+            stopped = self.loop()
+        except KeyboardInterrupt:   # a second Ctrl-C, or one raised where no handler was set
+            if self.info.is_main:
+                kept = (f"the checkpoint of step {self.saved_step} in {self.path} is kept; run "
+                        "again with --resume (resume=True) to continue from it"
+                        if self.saved_step is not None else "no checkpoint had been written")
+                print(f"\ninterrupted after step {self.step}: {kept}")
             raise
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+        if stopped:
+            raise Terminated() if self.stop_signal == signal.SIGTERM else KeyboardInterrupt()
         return self.path
 
     def _stop_on_signals(self) -> dict:
-        """Ctrl-C raises KeyboardInterrupt and SIGTERM :class:`Terminated`, but not while a
-        checkpoint is written or the weights updated (then right after); returns the
-        handlers replaced."""
+        """Ctrl-C and SIGTERM set :attr:`stop_signal` (a second one stops at once, as Python
+        does); returns the handlers replaced."""
         if threading.current_thread() is not threading.main_thread():
             return {}
+        previous: dict = {}
 
         def stop(number, frame):
-            kind = Terminated if number == signal.SIGTERM else KeyboardInterrupt
-            if self.deferring:
-                self.pending = kind
-            else:
-                raise kind()
+            if self.stop_signal is not None:      # asked twice: stop now
+                raise Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
+            self.stop_signal = number
+            if self.info.is_main:
+                print(f"\nstopping after step {self.step + 1} (Ctrl-C again to stop at once)",
+                      flush=True)
 
-        return {number: signal.signal(number, stop) for number in (signal.SIGINT,
-                                                                   signal.SIGTERM)}
+        for number in (signal.SIGINT, signal.SIGTERM):
+            previous[number] = signal.signal(number, stop)
+        return previous
+
+    def stop_here(self) -> None:
+        """Asked to stop (on any process): save this finished step and say so; :meth:`run`
+        then raises KeyboardInterrupt, or :class:`Terminated` for SIGTERM."""
+        if self.saved_step != self.step:
+            self.save()
+        if self.info.is_main:
+            print(f"\n{'terminated' if self.stop_signal == signal.SIGTERM else 'interrupted'}"
+                  f": checkpoint of step {self.step} saved in {self.path}; run again with "
+                  "--resume (resume=True) to continue")
 
     def batches(self):
         """An iterator over the training batches from the current step on."""
         return iter(training_loader(self.train_set, self.cfg, self.step, self.info,
                                     pin_memory=self.device.type == "cuda"))
 
-    def loop(self) -> None:
-        """Step until ``cfg.steps``: log, save and evaluate on the way."""
+    def loop(self) -> bool:
+        """Step until ``cfg.steps``: log, save and evaluate on the way; True when it stopped
+        early because a process was asked to (:attr:`stop_signal`)."""
         cfg = self.cfg
         batches = self.batches()
         self.rng = rng_state()
@@ -268,19 +265,19 @@ class Trainer:
                     window, window_start, window_seconds = {}, self.step, 0.0
                 if self.step % cfg.checkpoint_every == 0 or last:
                     self.save()
-                self.raise_pending()      # the step, its record and checkpoint are whole
+                if any_process(self.stop_signal is not None, self.device):
+                    self.stop_here()      # the step, its record and checkpoint are whole
+                    return True
                 if self.evaluate and ((cfg.eval_every and self.step % cfg.eval_every == 0)
                                       or last):
                     if self.info.is_main:
                         self.log({"step": self.step, **self.evaluate(self.model)})
                     barrier()
+        return False
 
     def one_step(self, batch) -> tuple[dict[str, float], float]:
         """Forward, non-finite check, backward, clip, update: the losses and the lr used."""
         images, targets = batch
-        # The forward moves batch-norm statistics: keep them as they were after the last
-        # finished step, for a Ctrl-C that comes before this step is done.
-        self.buffers = [b.detach().clone() for b in self.model.buffers()]
         images = images.to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -303,12 +300,10 @@ class Trainer:
         if not self.scaler.is_enabled() and any_process(not math.isfinite(norm), self.device):
             self.stop_non_finite({**values, "gradient norm": norm}, "gradient")
         lr = self.optimizer.param_groups[0]["lr"]
-        self.updating = self.deferring = True
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        self.updating, self.buffers = False, None
         return values, lr
 
     def stop_non_finite(self, values: dict[str, float], what: str = "loss") -> None:

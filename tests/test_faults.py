@@ -224,9 +224,46 @@ def test_a_run_killed_mid_log_line_resumes_and_plots(tmp_path, capsys):
 # ------------------------------------------------------------------ stops, resumed exactly
 
 
-def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch):
-    """Ctrl-C after the next batch was drawn (its random flips too) but before the update:
-    the checkpoint's random state is the one before that batch, so the resume is exact."""
+def test_ctrl_c_in_the_middle_of_a_step_finishes_it_and_resumes_exactly(tmp_path, monkeypatch,
+                                                                        capsys):
+    """Ctrl-C in step 7's forward, its batch (and random flips) drawn: the handler only sets
+    the flag; step 7 finishes, is logged and saved, and the resume is exact."""
+    import os
+    import signal
+
+    from tinyrun import assert_same_weights, weights
+
+    from fcos_lib.runlog import read_metrics
+    from fcos_lib.train import train
+
+    straight = train(tiny_config(tmp_path / "straight"), progress=False)
+
+    sent = []
+
+    def interrupted(v):         # (called once per loss term: one Ctrl-C only)
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return v
+
+    poison(monkeypatch, 7, interrupted)
+    cfg = tiny_config(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 7
+    assert max(r["step"] for r in read_metrics(tmp_path / "stopped")) == 7
+    said = capsys.readouterr().out
+    assert "stopping after step 7" in said and "checkpoint of step 7 saved" in said
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+    monkeypatch.undo()
+    resumed = train(cfg, resume=True, progress=False)
+    assert_same_weights(weights(straight), weights(resumed))
+
+
+def test_an_interrupt_raised_inside_a_step_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A KeyboardInterrupt raised in step 7's forward (a second Ctrl-C, or one where no
+    handler is set): nothing of step 7 is saved, the checkpoint of step 4 stays and resumes
+    to the weights of a run never stopped."""
     from tinyrun import assert_same_weights, weights
 
     from fcos_lib.train import train
@@ -236,14 +273,33 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, monkeypatch):
     def interrupted(v):
         raise KeyboardInterrupt
 
-    poison(monkeypatch, 7, interrupted)        # in step 7's forward, its batch in hand
+    poison(monkeypatch, 7, interrupted)
     cfg = tiny_config(tmp_path / "stopped")
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
-    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 6
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 4
+    assert "interrupted after step 6: the checkpoint of step 4" in capsys.readouterr().out
     monkeypatch.undo()
     resumed = train(cfg, resume=True, progress=False)
     assert_same_weights(weights(straight), weights(resumed))
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
+    """Ctrl-C twice in step 7: the run stops inside the step, keeping step 4's checkpoint."""
+    import os
+    import signal
+
+    from fcos_lib.train import train
+
+    def twice(v):               # called once per loss term: the second call stops
+        os.kill(os.getpid(), signal.SIGINT)
+        return v
+
+    poison(monkeypatch, 7, twice)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(out), progress=False)
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
 
 
 def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path):
@@ -352,29 +408,24 @@ def chained_links_tar(path, base):
             tar.addfile(info, data)
 
 
-def test_links_through_links_are_refused_without_pythons_filter(tmp_path, monkeypatch):
+@pytest.mark.parametrize("python", ["with the data filter", "without it"])
+def test_links_through_links_are_refused(tmp_path, monkeypatch, python):
     import tarfile
 
-    from fcos_lib.data.download import VOC2007_TRAINVAL, DownloadError, check_members, extract
+    from fcos_lib.data.download import VOC2007_TRAINVAL, DownloadError, extract
 
     bad = tmp_path / "bad.tar"
     chained_links_tar(bad, tmp_path)
-    with tarfile.open(bad) as tar, pytest.raises(DownloadError, match="'VOCdevkit/d2/out'"):
-        check_members(tar.getmembers(), bad)
-    monkeypatch.delattr(tarfile, "data_filter", raising=False)    # as on Python 3.10.0-3.10.11
+    if python == "without it":             # as on Python 3.10.0-3.10.11: no link at all
+        monkeypatch.delattr(tarfile, "data_filter")
     root = tmp_path / "data" / "inner"
     root.mkdir(parents=True)
-    with pytest.raises(DownloadError, match="refusing"):
+    named = "'VOCdevkit/d2/out'" if python != "without it" else "'VOCdevkit/d1/up'"
+    with pytest.raises(DownloadError, match=f"refusing .*{named}"):
         extract(bad, root, VOC2007_TRAINVAL)
     assert not (tmp_path / "data" / "evil.txt").exists()
     assert not (tmp_path / "evil.txt").exists()
     assert list(root.iterdir()) == []                              # no temporary folder left
-    # Links that stay inside, and files written through them, pass.
-    inside = [tarfile.TarInfo("VOCdevkit/VOC2007/JPEGImages"), tarfile.TarInfo("VOCdevkit/l"),
-              tarfile.TarInfo("VOCdevkit/l/a.jpg")]
-    inside[0].type = tarfile.DIRTYPE
-    inside[1].type, inside[1].linkname = tarfile.SYMTYPE, "VOC2007/JPEGImages"
-    check_members(inside, bad)
 
 
 # ------------------------------------------------------------------ what torch.load says
