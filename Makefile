@@ -1,10 +1,10 @@
-# make demo | make test | make colab-test | make gpu-check | make lab | make student | make sync   (each sets up .venv first when needed)
+# make demo | make test | make colab-test | make gpu-check | make lab | make student | make sync | make notebook NB=...   (each sets up .venv first when needed)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test colab-test gpu-check lab bench student sync clean
+.PHONY: setup demo test colab-test gpu-check lab bench student sync notebook clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ sync: setup
 
 student: sync
 	$(PY) tools/make_student.py
+
+# Re-run a notebook in full (FCOS_QUICK unset) and save it as committed: its outputs, and no
+# widget state or widget views (a viewer leaves a still picture). NB=notebooks/07_evaluate.ipynb
+NB ?= notebooks/07_evaluate.ipynb
+notebook: setup
+	$(PY) tools/strip_widget_state.py --execute $(NB)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -5,22 +5,32 @@ of :func:`fcos_lib.photo.draw_photo`. :func:`wrapping_box` and :func:`control_la
 layout both viewers (this one and :class:`fcos_lib.viewer.BoxViewer`) give their controls:
 rows that wrap onto the next line when the notebook is narrow (a small screen, JupyterLab's
 file browser open) instead of scrolling, with sliders that keep a usable track.
+:func:`display_bundle` is what both show when displayed: the widget while the kernel runs,
+and, for a reader of the saved notebook, a still picture of the first view.
 """
 from __future__ import annotations
 
+import base64
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
+from fcos_lib.env import on_colab
 from fcos_lib.photo import detect_photo, draw_photo, read_photo
+from fcos_lib.review import title_band
 from fcos_lib.viz import png_bytes
 
-__all__ = ["PhotoViewer", "uploaded_files", "wrapping_box", "control_layout"]
+__all__ = ["PhotoViewer", "uploaded_files", "wrapping_box", "control_layout", "display_bundle",
+           "STILL_NOTE", "WIDGET_VIEW"]
 
 DETECTIONS_KEPT = 100    # the most boxes the detector returns per image (FCOS.predict)
 CONTROLS_CLASS = "fcos-controls"     # the CSS class of a wrapping_box
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"    # the mimetype of a widget's view
+STILL_NOTE = "A still picture: run the notebook to use the controls"
 
 
 def control_layout(kind: str = "slider"):
@@ -48,6 +58,40 @@ def wrapping_box(children: Sequence):
     return box
 
 
+def display_bundle(widget, view: Tensor | None, info: str) -> dict[str, object]:
+    """What a viewer shows when a cell displays it: its ``widget``, and a still picture of
+    ``view`` under a band that says so, for a reader who has the notebook but not its kernel.
+
+    A widget's view, saved, names a model that only the kernel held. Reopened without running,
+    JupyterLab (4, with jupyterlab_widgets 3) shows "Error displaying widget: model not found"
+    in its place in a notebook it trusts (one it saved after a run), never the output's other
+    types; in one it does not trust (a fresh clone) it shows the richest safe type instead,
+    for a bare widget its ``VBox(children=...`` repr. So the committed notebooks keep only the
+    picture and the text (``tools/strip_widget_state.py``), which JupyterLab, GitHub and
+    nbviewer show alike; while the kernel runs, JupyterLab ranks the widget's view first
+    (``tests/test_browser.py`` sees both). On Colab, which keeps no widget state and whose choice between the two no
+    test here can see, the picture is left out: the bundle is then the one ipywidgets itself
+    publishes, with a plainer text.
+
+    Args:
+        widget: the viewer's outermost ipywidget (7.7 or 8).
+        view: uint8 (3, H, W), the picture the viewer shows now (None: no picture yet).
+        info: the viewer's info line (HTML), which the text repeats in plain words.
+
+    Returns:
+        A mimebundle: :data:`WIDGET_VIEW`, ``text/plain`` (the info line and
+        :data:`STILL_NOTE`) and, with a ``view`` and not on Colab, ``image/png`` (base64).
+    """
+    words = html.unescape(" ".join(re.sub(r"<[^>]+>", "", info).split()))
+    bundle: dict[str, object] = {WIDGET_VIEW: widget.get_view_spec(),
+                                 "text/plain": f"{words}\n({STILL_NOTE}.)"}
+    if view is not None and not on_colab():
+        band = title_band(STILL_NOTE, view.shape[2], 22)                     # (3, 22, W)
+        still = torch.cat([band, view.to(torch.uint8)], dim=1)               # (3, 22 + H, W)
+        bundle["image/png"] = base64.b64encode(png_bytes(still)).decode("ascii")
+    return bundle
+
+
 def uploaded_files(value) -> list[tuple[str, bytes]]:
     """``(name, content)`` of the files in a ``FileUpload``'s value: ipywidgets 8 gives a tuple
     of dicts with ``name`` and ``content``, 7 a dict from the name to one with ``content``."""
@@ -66,7 +110,8 @@ class PhotoViewer:
 
     Args:
         model: an FCOS; size: the image size it was trained at; class_names: its classes.
-        photo: anything :func:`fcos_lib.photo.read_photo` takes; name: what to call it.
+        photo: anything :func:`fcos_lib.photo.read_photo` takes; name: what to call it
+            (default: the file's name, without its folder).
         max_side: the picture's longer side on screen at most, pixels.
     """
 
@@ -88,7 +133,8 @@ class PhotoViewer:
         if upload:
             self.upload.observe(self._uploaded, "value")
         self.widget = w.VBox([wrapping_box(controls), self.info, self.image])
-        self.show(photo, name or (str(photo) if isinstance(photo, (str, Path)) else "your photo"))
+        named = Path(photo).name if isinstance(photo, (str, Path)) else "your photo"
+        self.show(photo, name or named)
 
     def show(self, photo, name: str) -> None:
         """Detect on ``photo`` and draw it; a file that is no photo leaves the last one and
@@ -125,7 +171,13 @@ class PhotoViewer:
         self.info.value = (f"<b>{html.escape(self.name)}</b>, {width} x {height} pixels: "
                            f"{int(keep.sum())} boxes above {self.score.value:.2f}{capped}")
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, object]:
+        """The widget, and a still picture of the photo as drawn now (:func:`display_bundle`)."""
+        return display_bundle(self.widget, self.last_view, self.info.value)
+
     def _ipython_display_(self) -> None:
+        """Publish :meth:`_repr_mimebundle_` as display data, as ipywidgets 7.7 (Colab's)
+        publishes a widget."""
         from IPython.display import display
 
-        display(self.widget)
+        display(self._repr_mimebundle_(), raw=True)

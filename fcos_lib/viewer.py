@@ -4,8 +4,9 @@
 threshold re-runs :func:`fcos_lib.inference.detect` on them, and orders the images by
 trouble (worst AP, most misses). :class:`BoxViewer` only wires ipywidgets controls (7.7, as
 on Colab, or 8) to it and to the plain drawing of :mod:`fcos_lib.review`, in rows that wrap
-on a narrow screen. The viewer needs a running kernel: a saved notebook keeps the controls
-but not the code behind them. The viewer of a photo of your own,
+on a narrow screen. The controls need a running kernel: displayed, the viewer also leaves a
+still picture of its first view for the saved notebook
+(:func:`fcos_lib.photo_viewer.display_bundle`). The viewer of a photo of your own,
 :class:`fcos_lib.photo_viewer.PhotoViewer`, is importable from here too.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fcos_lib.photo_viewer import (
     DETECTIONS_KEPT,
     PhotoViewer,
     control_layout,
+    display_bundle,
     uploaded_files,
     wrapping_box,
 )
@@ -262,8 +264,14 @@ class BoxViewer:
                      f"{int(positives['positive'].sum())} positive locations")
         return text
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, object]:
+        """The widget, and a still picture of the view drawn now, with its info line
+        (:func:`fcos_lib.photo_viewer.display_bundle`)."""
+        return display_bundle(self.widget, self.last_view, self.info.value)
+
     def _ipython_display_(self) -> None:
-        """Display as the widget itself (ipywidgets 7, which Colab ships, and 8)."""
+        """Publish :meth:`_repr_mimebundle_` as display data, as ipywidgets 7.7 (Colab's)
+        publishes a widget; ipywidgets 8 reads the same."""
         from IPython.display import display
 
-        display(self.widget)
+        display(self._repr_mimebundle_(), raw=True)

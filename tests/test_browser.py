@@ -1,14 +1,19 @@
 """Notebook 07's viewers as a person uses them: JupyterLab on 127.0.0.1, a real headless Chromium.
 
-The test trains a small shapes detector where notebook 06 would have left it, opens notebook
-07 in JupyterLab, runs it from the Run menu (quick mode), and then, in the page: every cell
-ran without an error, the viewer's controls are there (no "Loading widget...", no "Error
-displaying widget"), moving the position slider, the NMS threshold and the matching IoU
-redraws the picture, and the browser's console shows no error. Then, in a window of 1024 x 700
-and of 1366 x 768 pixels with JupyterLab's file browser open, no control of either viewer is
-cut off or scrolls, every slider keeps a usable track, and at 1366 x 768 the box viewer's
-controls and picture fit on the screen together. Screenshots go to ``runs/browser-test/``
-(or ``$FCOS_ARTIFACTS``).
+The test trains a small shapes detector where notebook 06 would have left it and serves
+notebook 07 from JupyterLab. First the notebook as committed, opened without running it, as a
+reader meets it (a fresh page, a clone): each viewer cell shows its still picture, and no
+output says "model not found" or "VBox(". The same notebook with its widget views left in,
+trusted as JupyterLab trusts a notebook it saved after a run, shows JupyterLab's "model not
+found" in their place: why ``tools/strip_widget_state.py`` takes them out. Then it runs the
+notebook from the Run menu (quick mode), and, in the page: every cell ran without an error,
+the viewer's controls are there (no "Loading widget...", no "Error displaying widget"),
+moving the position slider, the NMS threshold and the matching IoU redraws the picture, and
+the browser's console shows no error. Then, in a window of 1024 x 700 and of 1366 x 768
+pixels with JupyterLab's file browser open, no control of either viewer is cut off or
+scrolls, every slider keeps a usable track, and at 1366 x 768 the box viewer's controls and
+picture fit on the screen together. Screenshots go to ``runs/browser-test/`` (or
+``$FCOS_ARTIFACTS``).
 
 It needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without
 them it is skipped, saying what is missing, unless ``FCOS_BROWSER_TEST=required`` (set by
@@ -80,7 +85,9 @@ def lab(tmp_path_factory):
     checkpoint = _train(root / "runs")
     port, token = _free_port(), "fcos-browser-test"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}    # the inline backend
+    # Its own data folder: the notebooks it trusts (signatures) are the test's own.
     env.update(FCOS_QUICK="1", FCOS_RUNS=str(root / "runs"), TQDM_DISABLE="1",
+               JUPYTER_DATA_DIR=str(root / "data"),
                JUPYTER_CONFIG_DIR=str(root / "config"), JUPYTERLAB_SETTINGS_DIR=str(
                    root / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"))
     # No announcements: they would fetch news from the internet.
@@ -253,6 +260,134 @@ def _plain(html: str) -> str:
     import re
 
     return " ".join(re.sub(r"<[^>]+>", "", html).split())
+
+
+# The outputs of the notebook on the page that JupyterLab has attached: their words, and their
+# pictures' data and drawn width; and a scroll of the notebook by arguments[0] screens.
+OUTPUTS_SCRIPT = """
+const outputs = [...document.querySelectorAll('.jp-OutputArea-output')];
+return {text: outputs.map(o => o.textContent).join('\\n'),
+        images: [...document.querySelectorAll('.jp-OutputArea-output img')].map(
+          i => [i.getAttribute('src'), i.naturalWidth])};
+"""
+SCROLL_SCRIPT = """
+const panel = document.querySelector(
+  '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+const before = panel.scrollTop;
+panel.scrollTop = before + arguments[0] * panel.clientHeight;
+return panel.scrollTop != before;
+"""
+# The output picture whose data URL is arguments[0], or else the output that says it, scrolled
+# to the middle of the page, if attached.
+CENTER_SCRIPT = """
+const outputs = [...document.querySelectorAll('.jp-OutputArea-output')];
+const found = [...document.querySelectorAll('.jp-OutputArea-output img')].find(
+  i => i.getAttribute('src') === arguments[0]) || outputs.find(
+  o => o.textContent.includes(arguments[0]));
+if (found) found.scrollIntoView({block: 'center'});
+return Boolean(found);
+"""
+
+
+def _viewer_pictures(path: Path) -> list[str]:
+    """The base64 PNG of each viewer cell's output in the notebook at ``path``."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    return [o["data"]["image/png"].replace("\n", "") for c in nb.cells if c.cell_type == "code"
+            and ("BoxViewer(" in c.source or "PhotoViewer(" in c.source)
+            for o in c.outputs if "image/png" in o.get("data", {})]
+
+
+def _read_unrun(browser, lab, name: str) -> tuple[dict[str, int], str]:
+    """``name`` opened in a workspace of its own and left unrun, read from top to bottom once
+    its kernel is idle (JupyterLab attaches only the cells near the view): each picture of
+    its outputs (data URL: the widest it was drawn) and the words of its outputs."""
+    page = Page(browser, lab)
+    browser.get(f"{lab['url']}/lab/workspaces/{name.split('.')[0]}/tree/{name}"
+                f"?token={lab['token']}")
+    _wait(lambda: len(page.find(".jp-CodeCell")) > 10 and "Idle" in browser.find_element(
+        page.by.ID, "jp-main-statusbar").text, 120, f"{name} to open with an idle kernel")
+    time.sleep(2)              # (the widget manager restores once the kernel is connected)
+    pictures: dict[str, int] = {}
+    words = []
+    for _ in range(500):
+        time.sleep(0.3)                               # (attached cells render, images decode)
+        shown = browser.execute_script(OUTPUTS_SCRIPT)
+        for src, width in shown["images"]:
+            pictures[src] = max(width, pictures.get(src, 0))
+        words.append(shown["text"])
+        if not browser.execute_script(SCROLL_SCRIPT, 0.8):
+            break
+    return pictures, "\n".join(words)
+
+
+def _shot_of(browser, lab, shown: str, name: str) -> None:
+    """A screenshot with an output in the middle, scrolling up to find it: the picture whose
+    data URL is ``shown``, or the output that says ``shown``."""
+    for _ in range(500):
+        if browser.execute_script(CENTER_SCRIPT, shown):
+            time.sleep(0.5)
+            break
+        if not browser.execute_script(SCROLL_SCRIPT, -0.8):
+            break
+        time.sleep(0.2)
+    Page(browser, lab).shot(name)
+
+
+def _shut_kernels_of(lab, names: set[str]) -> None:
+    """Stop the kernels that opening ``names`` started (the REST API of Jupyter Server)."""
+    sessions = json.load(urllib.request.urlopen(f"{lab['url']}/api/sessions?token={lab['token']}"))
+    for session in sessions:
+        if session["path"] in names:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{lab['url']}/api/sessions/{session['id']}?token={lab['token']}",
+                method="DELETE"))
+
+
+def test_the_committed_notebook_unrun_shows_still_pictures_of_the_viewers(lab, browser):
+    """Opened without running, as a clone gives it, each viewer cell shows its still picture,
+    whole, and no output says "model not found" or "VBox(". With its widget views left in, the
+    same notebook, trusted (as JupyterLab trusts one that it saved after running it), shows
+    JupyterLab's error in their place and no picture: it never falls back to the picture."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    from fcos_lib.photo_viewer import STILL_NOTE, WIDGET_VIEW
+
+    saved = lab["root"] / "saved.ipynb"
+    shutil.copy(ROOT / "notebooks" / "07_evaluate.ipynb", saved)
+    stills = [f"data:image/png;base64,{png}" for png in _viewer_pictures(saved)]
+    assert len(stills) == 2, f"{len(stills)} still pictures in the viewer cells, not 2"
+    nb = nbformat.read(saved, as_version=4)
+    for cell in nb.cells:                       # the views, as the kernel published them
+        for output in cell.get("outputs", []):
+            if STILL_NOTE in "".join(output.get("data", {}).get("text/plain", "")):
+                output["data"][WIDGET_VIEW] = {"version_major": 2, "version_minor": 0,
+                                               "model_id": "0123456789abcdef0123456789abcdef"}
+    nbformat.write(nb, lab["root"] / "unstripped.ipynb")
+    NotebookNotary(data_dir=str(lab["root"] / "data")).sign(nb)    # as if saved here after a run
+    try:
+        pictures, words = _read_unrun(browser, lab, "saved.ipynb")
+        assert len(pictures) > 5, f"only {len(pictures)} pictures seen: the page was not read"
+        for still in stills:
+            assert still in pictures, "a viewer's still picture is not on the page"
+            assert pictures[still] > 300, f"a still picture drawn {pictures[still]} px wide"
+        for said in ("model not found", "Error displaying widget", "Loading widget", "VBox("):
+            assert said not in words, f"an output says {said!r}"
+        _shot_of(browser, lab, stills[0], "0-saved-unrun")
+
+        pictures, words = _read_unrun(browser, lab, "unstripped.ipynb")
+        _wait(lambda: "model not found" in browser.execute_script(OUTPUTS_SCRIPT)["text"], 30,
+              "JupyterLab to say it found no model for the photo viewer's view")
+        assert "Error displaying widget: model not found" in words + browser.execute_script(
+            OUTPUTS_SCRIPT)["text"]
+        assert not set(stills) & set(pictures), "JupyterLab fell back to the still picture"
+        _shot_of(browser, lab, "model not found", "0-unstripped-unrun")
+    finally:
+        _shut_kernels_of(lab, {"saved.ipynb", "unstripped.ipynb"})
+        browser.get("about:blank")       # (leaving the page logs that it asked to stay)
+        browser.get_log("browser")       # (the errors meant here, not the run's to report)
 
 
 @pytest.fixture(scope="module")

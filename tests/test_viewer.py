@@ -4,6 +4,7 @@ for (NMS, order, level). The Colab-play test runs this file with ipywidgets 7.7.
 from __future__ import annotations
 
 import io
+import re
 
 import matplotlib
 import numpy as np
@@ -301,20 +302,65 @@ def test_one_update_of_a_224_pixel_image_is_timed(capsys):
     assert all(v > 0 for v in times.values())
 
 
-def test_the_viewer_displays_as_its_widget(setup):
-    """A cell ending in ``viewer`` shows the widget: on ipywidgets 7.7 (Colab's) and 8."""
+def displayed(viewer) -> dict:
+    """The data that a cell ending in ``viewer`` publishes, as IPython sends it."""
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.display import display
     from IPython.utils.capture import capture_output
 
-    model, data = setup
-    viewer = BoxViewer(model, data)
     InteractiveShell.instance()
     with capture_output() as captured:
         display(viewer)
     (shown,) = captured.outputs
-    assert shown.data["application/vnd.jupyter.widget-view+json"]["model_id"] == \
-        viewer.widget.model_id
+    return shown.data
+
+
+def still(data: dict) -> torch.Tensor:
+    """The picture of a published bundle, uint8 (3, H, W)."""
+    import base64
+
+    png = base64.b64decode(data["image/png"])
+    return torch.from_numpy(np.array(Image.open(io.BytesIO(png)).convert("RGB"))).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("kind", ["boxes", "photo"])
+def test_a_viewer_displays_as_its_widget_with_a_still_picture_of_its_view(setup, kind):
+    """A cell ending in a viewer shows the widget (on ipywidgets 7.7, Colab's, and 8), and
+    leaves for the saved notebook a picture of the view it drew, under a band that says to
+    run the notebook, and that line in its text; never the widget's raw repr."""
+    from fcos_lib.photo import sample_photo
+    from fcos_lib.photo_viewer import STILL_NOTE, WIDGET_VIEW
+    from fcos_lib.viewer import PhotoViewer
+
+    model, data = setup
+    viewer = (BoxViewer(model, data) if kind == "boxes" else
+              PhotoViewer(model, 64, data.class_names, sample_photo("shapes"), max_side=300))
+    if kind == "boxes":
+        viewer.position.value = 2                   # the picture of the view now, not the first
+    shown = displayed(viewer)
+    assert shown[WIDGET_VIEW]["model_id"] == viewer.widget.model_id
+    picture, view = still(shown), viewer.last_view
+    assert picture.shape == (3, 22 + view.shape[1], view.shape[2])
+    assert torch.equal(picture[:, 22:], view)                      # the view, pixel for pixel
+    colours, counts = picture[:, :22].flatten(1).unique(dim=1, return_counts=True)
+    assert counts.max() > 0.6 * counts.sum() and len(counts) > 2     # a plain band, with words
+    text = shown["text/plain"]
+    assert STILL_NOTE in text and "VBox(" not in text and "<b>" not in text
+    assert text.splitlines()[0] == " ".join(re.sub("<[^>]+>", "", viewer.info.value).split())
+
+
+def test_on_colab_a_viewer_publishes_what_ipywidgets_does(setup, monkeypatch):
+    """Colab keeps no widget state, and how it chooses between a widget and a picture is not
+    known here: there the bundle has no picture."""
+    import sys
+    import types
+
+    from fcos_lib.photo_viewer import WIDGET_VIEW
+
+    model, data = setup
+    viewer = BoxViewer(model, data)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert set(displayed(viewer)) == {WIDGET_VIEW, "text/plain"}
 
 
 # ------------------------------------------------------------------ issue 25: what a person sees
