@@ -3,12 +3,14 @@
 :func:`plot_pr_curves` draws a :func:`fcos_lib.evaluate.mean_average_precision` result;
 :func:`plot_loss_curves` the records of a run's ``metrics.jsonl``, which
 :func:`save_loss_curve` writes to a file at the end of training and :class:`LiveLossPlot`
-redraws in a notebook while it trains.
+redraws in a notebook while it trains; :func:`plot_loss_comparison` the losses of several
+runs on the same axes.
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,11 @@ from fcos_lib.viz import class_name
 if TYPE_CHECKING:                      # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
 
-__all__ = ["plot_pr_curves", "plot_loss_curves", "save_loss_curve", "LiveLossPlot"]
+__all__ = ["LOSS_KEYS", "plot_pr_curves", "plot_loss_curves", "plot_loss_comparison",
+           "save_loss_curve", "LiveLossPlot"]
+
+# The loss terms of a metrics record: their sum first, then the three losses of notebook 05.
+LOSS_KEYS = ("total", "classification", "bbox_regression", "bbox_ctrness")
 
 
 def plot_pr_curves(result: dict[str, Any], class_names: Sequence[str] | None = None,
@@ -82,7 +88,7 @@ def plot_loss_curves(records: Sequence[dict[str, Any]]) -> Figure:
     evals = [r for r in records if "map50" in r]
     fig, (ax, ax_map) = plt.subplots(1, 2, figsize=(10, 3.5),
                                      gridspec_kw={"width_ratios": [2, 1]})
-    for key in ("total", "classification", "bbox_regression", "bbox_ctrness"):
+    for key in LOSS_KEYS:
         points = [(r["step"], r[key]) for r in losses if key in r]
         if points:
             steps, values = zip(*points)
@@ -95,6 +101,65 @@ def plot_loss_curves(records: Sequence[dict[str, Any]]) -> Figure:
         ax_map.plot([r["step"] for r in evals], [r["map50"] for r in evals], "o-", color="C3")
     ax_map.set(xlabel="step", ylabel="mAP@0.5", title="validation mAP@0.5", ylim=(0, 1))
     fig.tight_layout()
+    return fig
+
+
+def plot_loss_comparison(runs: Mapping[str, Sequence[dict[str, Any]]],
+                         stopped: Mapping[str, str] | None = None,
+                         keys: Sequence[str] = LOSS_KEYS, ncols: int = 2) -> Figure:
+    """The losses of several runs on the same axes, to compare them: one panel per loss term,
+    one line per run, in the same colour in every panel.
+
+    Args:
+        runs: a run's name (its legend entry) -> its metrics records, as
+            :func:`plot_loss_curves` takes them; evaluation lines are left out.
+        stopped: a run's name -> why it stopped early (e.g. ``"non-finite loss at step
+            57"``): an x marks its last logged point, and its legend entry says why.
+        keys: the loss terms to draw, a panel each.
+        ncols: panels per row.
+
+    Returns:
+        A matplotlib Figure: every panel has the step on x (the same range in each, as
+        every panel draws every run) and the loss on a log scale on y, one legend for all
+        below the panels. Points that are not finite are left out (a log axis cannot
+        place them).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainLogFormatter(LogFormatterSciNotation):
+        """The ticks matplotlib labels on a log axis, written 0.6 and 4, not 6x10^-1."""
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    stopped = dict(stopped or {})
+    unknown = sorted(set(stopped) - set(runs))
+    if unknown:
+        raise ValueError(f"stopped names runs that are not in runs: {unknown}; the runs are "
+                         f"{list(runs)}")
+    ncols = max(1, min(ncols, len(keys)))
+    nrows = max(1, -(-len(keys) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(10, 2.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    for ax, key in zip(axes.flat, keys):
+        for colour, (name, records) in enumerate(runs.items()):
+            points = [(r["step"], r[key]) for r in records
+                      if key in r and "total" in r and math.isfinite(r[key])]
+            label = f"{name}: {stopped[name]}" if name in stopped else name
+            steps, values = zip(*points) if points else ((), ())
+            ax.plot(steps, values, color=f"C{colour}", lw=1.5, label=label)
+            if name in stopped and points:
+                ax.plot(steps[-1:], values[-1:], "x", color=f"C{colour}", ms=9, mew=2)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PlainLogFormatter())
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+        ax.set(xlabel="step", ylabel="loss", title=key)
+        ax.grid(True, which="both", alpha=0.25)
+    fig.tight_layout()
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper center",
+               ncol=min(4, len(runs)), bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
     return fig
 
 

@@ -36,6 +36,7 @@ class NoExtraLevels(ExtraFPNBlock):
     """P3-P5 alone (BackboneWithFPN's default adds a max-pooled level)."""
 
     def forward(self, results, x, names):
+        """The levels as they came: no extra level."""
         return results, names
 
 

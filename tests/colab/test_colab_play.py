@@ -1,4 +1,4 @@
-"""A student's Colab path, played here: notebooks 01, 06 and 07, each in a runtime of its own.
+"""A student's Colab path, played here: notebooks 01, 05, 06 and 07, each in a runtime of its own.
 
 What stands in for Colab:
 
@@ -13,12 +13,13 @@ What stands in for Colab:
   fcos_lib uninstalled before it starts, as each Colab runtime starts anew.
 
 Then it checks: Colab's torch, torchvision and ipywidgets are the same after every install;
-fcos_lib ran from the environment, not from the repository; 06 wrote its run to "Drive";
+fcos_lib ran from the environment, not from the repository; 05 saved the student's pieces to
+"Drive" and 06 trained with them; 06 wrote its run to "Drive";
 07, in another runtime, evaluated that very run; data went to the working folder and nothing
 was written into the repository. The viewer's tests run in the same ipywidgets-7.7 environment
 (the main environment has ipywidgets 8).
 
-Slow (a virtual environment of several GB, three notebooks): ``make colab-test`` runs it,
+Slow (a virtual environment of several GB, four notebooks): ``make colab-test`` runs it,
 ``.ci/run`` calls that after ``make test``. ``FCOS_COLAB_VENV=<folder>`` keeps the environment
 there between runs instead of building it anew.
 """
@@ -166,11 +167,12 @@ def _text(nb: nbformat.NotebookNode) -> str:
 
 @pytest.fixture(scope="module")
 def played(colab):
-    """Notebooks 01, 06 and 07 run one after the other, each in its own runtime."""
+    """Notebooks 01, 05, 06 and 07 run one after the other, each in its own runtime."""
     repository_before = _files(ROOT)
     before = _versions(colab["python"])
     runs = {}
-    for notebook in ("01_data.ipynb", "06_train.ipynb", "07_evaluate.ipynb"):
+    for notebook in ("01_data.ipynb", "05_targets_and_losses.ipynb", "06_train.ipynb",
+                     "07_evaluate.ipynb"):
         nb, content, mounts = _runtime(colab, notebook)
         runs[notebook] = {"nb": nb, "text": _text(nb), "content": content, "mounts": mounts,
                           "versions": _versions(colab["python"])}
@@ -210,6 +212,14 @@ def test_06_trains_onto_drive_and_07_evaluates_that_run(played, colab):
     assert f"{mounted / 'notebook06-shapes-quick' / 'checkpoint.pt'}: step 20" in evaluate["text"]
     assert "short shapes run" not in evaluate["text"]
     assert not (colab["cloud"] / "fcos-notebooks" / "runs" / "notebook07-quick").exists()
+
+
+def test_05_keeps_the_students_pieces_on_drive_and_06_trains_with_them(played, colab):
+    saved = colab["cloud"] / "fcos-notebooks" / "runs" / "my_pieces.py"
+    assert "def assign(" in saved.read_text() and "def focal_loss(" in saved.read_text()
+    train = played["runs"]["06_train.ipynb"]["text"]
+    assert "no pieces saved yet" not in train and "not done yet" not in train
+    assert "your pieces: mAP@0.5" in train.replace("  ", "")
 
 
 def test_the_viewer_works_with_colabs_ipywidgets(colab, played):
