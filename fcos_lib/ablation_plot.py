@@ -94,14 +94,16 @@ def plot_effects(rows: Sequence[Mapping[str, Any]],
             if e["noise"] is not None:
                 ax.fill_betweenx([y - 0.32, y + 0.32], -e["noise"], e["noise"],
                                  color="0.85", lw=0, label="noise: ±2 × the larger seed std")
-            offsets = [0.12 * (k - (len(e["per_seed"]) - 1) / 2)
+            # The seeds a little above the row's middle, the paper's cross below it: a
+            # cross on the same spot as the dots would hide them (rows run top down).
+            offsets = [0.1 * (k - (len(e["per_seed"]) - 1) / 2) - 0.08
                        for k in range(len(e["per_seed"]))]
-            ax.scatter(e["per_seed"], [y + o for o in offsets], s=18, color="C0", zorder=3,
+            ax.scatter(e["per_seed"], [y + o for o in offsets], s=18, color="C0", zorder=4,
                        label="one seed: switch − baseline")
-            ax.plot([e["difference"]] * 2, [y - 0.3, y + 0.3], color="k", lw=2.5, zorder=4,
+            ax.plot([e["difference"]] * 2, [y - 0.3, y + 0.3], color="k", lw=2.5, zorder=3,
                     label="mean over the seeds")
             if e["paper"] is not None:
-                ax.scatter([e["paper"]], [y], marker="X", s=60, color="C3", zorder=5,
+                ax.scatter([e["paper"]], [y + 0.2], marker="X", s=55, color="C3", zorder=5,
                            label=paper_label)
         ax.axvline(0, color="0.4", lw=0.8)
         ax.set_xlabel(f"change in {METRIC_LABELS.get(metric, metric)} (points)",

@@ -105,4 +105,7 @@ def test_the_student_copy_runs_with_every_stub_left_in(path):
                       for o in c.outputs)
     stubbed = sum(len(CHECK_CALL.findall(c.source)) for c in sliced.cells
                   if c.cell_type == "code" and "NotImplementedError" in c.source)
-    assert stubbed and printed.count(": not done yet") == stubbed, printed
+    # A guided experiment (notebook 08) has no check: its stub falls back on a default.
+    experiment = any("except NotImplementedError" in a.source and a.source != b.source
+                     for a, b in zip(student.cells, solution.cells, strict=True))
+    assert (stubbed or experiment) and printed.count(": not done yet") == stubbed, printed
