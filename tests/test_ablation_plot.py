@@ -6,13 +6,12 @@ import io
 
 import matplotlib.pyplot as plt
 import pytest
+from figtext import assert_texts_readable
 from matplotlib.collections import PathCollection
 
 from fcos_lib.ablation import Comparison, summarize
 from fcos_lib.ablation_plot import NO_NUMBER, effects, plot_effects
-from fcos_lib.viz import TEXT_PX, text_height
 
-CAP = text_height(1000) / 1000      # matplotlib's default font: capitals / font size
 BASE = {"map50": [0.80, 0.82, 0.81], "map_coco": [0.50, 0.53, 0.51]}
 SHIFTS = {"giou": 0.05, "p3-p7": -0.002, "nms-0.5": 0.001}   # one beyond noise, two within
 PAPER = {"giou": {"map50": 0.4, "map_coco": 0.2}, "nms-0.5": {"map50": 0.4, "map_coco": -0.1}}
@@ -84,16 +83,9 @@ def test_the_figure_shows_every_switch_the_papers_numbers_and_reads_at_its_size(
         assert "(points)" in ax.get_xlabel()
     legend = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert len(legend) == 4 and any("paper" in t for t in legend)
-    renderer = fig.canvas.get_renderer()
     texts = [t for ax in axes for t in [ax.xaxis.label, *ax.get_yticklabels()]]
     for ax in axes:                          # the x ticks drawn (the list has more)
         lo, hi = ax.get_xlim()
         texts += [t for x, t in zip(ax.get_xticks(), ax.get_xticklabels()) if lo <= x <= hi]
     texts += [t for legend in fig.legends for t in legend.get_texts()]
-    texts = [t for t in texts if t.get_visible() and t.get_text()]
-    boxes = [t.get_window_extent(renderer) for t in texts]
-    for i, t in enumerate(texts):
-        height = t.get_fontsize() * fig.dpi / 72 * CAP
-        assert height >= TEXT_PX, f"{t.get_text()!r} is {height:.1f} px high"
-        for u, box in zip(texts[i + 1:], boxes[i + 1:]):
-            assert not boxes[i].overlaps(box), f"{t.get_text()!r} on {u.get_text()!r}"
+    assert_texts_readable(fig, texts)

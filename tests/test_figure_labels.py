@@ -14,6 +14,7 @@ import io
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from figtext import assert_texts_readable
 from matplotlib.text import Text
 
 import fcos_lib.viz.labels
@@ -26,10 +27,7 @@ from fcos_lib.viz import (
     draw_detections,
     plot_detections_grid,
     readable_size,
-    text_height,
 )
-
-CAP = text_height(1000) / 1000      # DejaVu Sans (matplotlib's default): capitals / font size
 
 
 @pytest.fixture(autouse=True)
@@ -78,14 +76,8 @@ def check_figure(fig, placed: list[list[Label]], where: str) -> None:
     texts = [t for t in [c for c in fig.get_children() if isinstance(c, Text)]
              + [t for legend in fig.legends for t in legend.get_texts()]
              + [t for ax in fig.axes for t in [ax.title, *ax.texts]]
-             if t.get_visible() and t.get_text()]
-    renderer = fig.canvas.get_renderer()
-    boxes = [t.get_window_extent(renderer) for t in texts]
-    for i, t in enumerate(texts):
-        height = t.get_fontsize() * fig.dpi / 72 * CAP
-        assert height >= TEXT_PX, f"{where}: {t.get_text()!r} is {height:.1f} px high"
-        for u, box in zip(texts[i + 1:], boxes[i + 1:]):
-            assert not boxes[i].overlaps(box), f"{where}: {t.get_text()!r} on {u.get_text()!r}"
+             ]
+    assert_texts_readable(fig, texts, where)
 
 
 def crowded(image_size: int, count: int, seed: int = 0):
