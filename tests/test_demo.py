@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
+
+from fcos_lib.checkpoint import load_checkpoint
 
 
 def test_the_demo_reports_both_maps_and_its_time_in_torchvision_steps(tmp_path, monkeypatch,
@@ -13,7 +16,10 @@ def test_the_demo_reports_both_maps_and_its_time_in_torchvision_steps(tmp_path, 
     import fcos_lib.commands.demo as demo
     from fcos_lib.config import get_preset
 
-    def tiny(name, **overrides):           # the shapes preset, shrunk to seconds
+    asked = []
+
+    def tiny(name, **overrides):           # the demo's preset, shrunk to seconds
+        asked.append(name)
         return get_preset(name, **{**TINY_RUN, "steps": 4, **overrides})
 
     monkeypatch.setattr(demo, "get_preset", tiny)
@@ -21,6 +27,10 @@ def test_the_demo_reports_both_maps_and_its_time_in_torchvision_steps(tmp_path, 
     done = run_main("demo", "--out", tmp_path / "demo", "--no-progress", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert asked == ["demo"] and m["preset"] == "demo"
+    model = load_checkpoint(tmp_path / "demo" / "checkpoint.pt")["config"]["model"]
+    assert model["center_sampling_radius"] == 1.5                 # 08's two largest gains
+    assert [list(r) for r in model["size_ranges"]] == [[0, 32], [32, 64], [64, math.inf]]
     assert 0 <= m["map_coco"] <= m["map50"] <= 1                 # 0.5:0.95 never above 0.5
     # (train_seconds is rounded to 0.1 s in the file: 0.4 steps of 0.25 s)
     assert abs(m["train_torchvision_steps"] - m["train_seconds"] / 0.25) <= 0.25

@@ -181,6 +181,19 @@ def test_the_demos_advice_names_the_demos_own_ways(tmp_path, run_main, monkeypat
         assert says in last and "--overwrite" not in last, last
 
 
+def test_a_run_of_another_preset_in_the_demos_folder_is_left_alone(checkpoint, tmp_path,
+                                                                     run_main):
+    """An older make demo trained the shapes preset in runs/demo: the demo does not try to
+    resume it with its own settings, and says how to start over."""
+    import shutil
+
+    shutil.copy(checkpoint, tmp_path / "checkpoint.pt")          # a run of "shapes"
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    last = one_line(run_main("demo", "--out", tmp_path, "--no-progress"))
+    assert f"{tmp_path} holds a run of the 'shapes' preset" in last and "--fresh" in last
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
 # ------------------------------------------------------------------ 3. an empty split
 
 
