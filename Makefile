@@ -20,7 +20,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check fcos_lib tests tools bench
-	$(PY) -m pytest --durations=25   # the slowest tests, in every run: growth shows at once
+	$(PY) -m pytest -n 2 --durations=25   # two processes (conftest.py schedules); the slowest tests, in every run
 
 # Notebooks 01, 06, 07 as a Colab user runs them, in a fresh environment (tests/colab/).
 colab-test: setup
