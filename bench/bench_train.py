@@ -15,8 +15,8 @@ torchvision infers a level's stride as image size // feature size; at 224 px its
 strides come out as 56 and 112 rather than 64 and 128, so the two sides' targets (and
 losses) differ slightly on those levels; the work is the same.
 
-Run: ``python -m bench.bench_train``. Goals: ratio (fcos_lib / torchvision) at most 1.0;
-outside the network under 3% of fcos_lib's step.
+Run: ``python -m bench.bench_train``. Goals: ratio (fcos_lib / torchvision) at most 0.8
+(issue 24; 1.0 before); outside the network under 3% of fcos_lib's step.
 """
 from __future__ import annotations
 
@@ -85,11 +85,28 @@ def main(repeats: int = 7) -> None:
     ratio = times["fcos_lib"] / times["torchvision"]
     outside = times["fcos_lib"] - times["network"] - times["update"]
     print(f"step (median ms): torchvision {times['torchvision']:.0f}, fcos_lib "
-          f"{times['fcos_lib']:.0f}: ratio {ratio:.3f} (goal <= 1.0)")
+          f"{times['fcos_lib']:.0f}: ratio {ratio:.3f} (goal <= 0.8)")
     print(f"fcos_lib's step: network fwd+bwd {times['network']:.0f} ms, SGD update "
           f"{times['update']:.1f} ms, outside the network {outside:.1f} ms = "
           f"{100 * outside / times['fcos_lib']:.1f}% (goal < 3%)")
+    convolutions(step_fn(ours, our_opt, normalized, targets, False))
     variants(ours, normalized, targets, times["fcos_lib"], repeats)
+
+
+def convolutions(step) -> None:
+    """How much of the step the convolutions take, and at what rate: both sides run the same
+    convolutions, so this share of the step is out of reach of anything done around them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events
+               if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward"))
+    flops = 3 * sum(e.flops for e in events if e.key == "aten::conv2d")   # backward: 2x
+    print(f"convolutions (forward and backward): {100 * conv / total:.0f}% of fcos_lib's step, "
+          f"about {flops / 1e9:.0f} GFLOP at {flops / conv / 1e3:.0f} GFLOP/s")
 
 
 def variants(model: FCOS, inputs, targets, baseline: float, repeats: int) -> None:

@@ -2,15 +2,17 @@
 ``python -m bench.gpu_check``.
 
 On CUDA it trains the ``voc2007-tiny`` recipe (the course's: RegNetX-400MF, a 128-channel FPN
-over P3-P5, batch 16 of 224 px, mixed precision) for a few hundred steps on a generated
-VOC-format folder whose images have VOC 2007's sizes, through the real training step
-(:meth:`fcos_lib.trainer.Trainer.one_step`) and loader, and prints the step time, images per
-second, peak memory, the time each step waited for data, and the estimated time of the full
-9000 steps, against the goal: **9000 steps in under 15 minutes on a T4-class GPU** with **data
-loading at most 5 % of a step** (the course, EECS 498-007 A4, expects its 9000 iterations
-to take "about 30 minutes on a K80 GPU"). The same figures for torchvision's FCOS built with
-the same backbone, pyramid and head depth (its head has GroupNorm, the course's has none),
-on the same batches. Then it runs notebooks 06 and 07 in quick mode on CUDA under nbval. Nothing comes from the network: the backbone starts from
+over P3-P5, batch 16 of 224 px, mixed precision: bf16 where the GPU has it, else fp16 with a
+gradient scaler) for a few hundred steps on a generated VOC-format folder whose images have
+VOC 2007's sizes, through the real training step (:meth:`fcos_lib.trainer.Trainer.one_step`)
+and loader, and prints the step time, images per second, peak memory, the time each step
+waited for data (and its share of the step), and the estimated time of the full 9000 steps,
+against the goal: **9000 steps in under 15 minutes on a T4-class GPU** with **data loading at
+most 5 % of a step** (the course, EECS 498-007 A4, expects its 9000 iterations to take "about
+30 minutes on a K80 GPU"). The same figures with channels-last tensors, and for
+torchvision's FCOS built with the same backbone, pyramid and head depth (its head has
+GroupNorm, the course's has none), on the same batches. Then it runs notebooks 06 and 07 in
+quick mode on CUDA under nbval. Nothing comes from the network: the backbone starts from
 random weights, which changes no timing.
 
 Without CUDA it says so, measures the data loader alone (CPU work, the same on any machine
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -188,6 +190,19 @@ def loader_only(cfg: TrainConfig, train_set, args) -> int:
     return 0
 
 
+def ours_step(cfg: TrainConfig, model: torch.nn.Module, train_set, device: torch.device,
+              args) -> Timing:
+    """fcos_lib's training step (the trainer's own, with its loader) measured; the model's
+    memory freed afterwards."""
+    trainer = Trainer(cfg, model, train_set, progress=False)
+    timing = measure(trainer.one_step, trainer.batches(), args.steps, args.warmup, device,
+                     cfg.batch_size)
+    del trainer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return timing
+
+
 def on_device(cfg: TrainConfig, train_set, device: torch.device, full_steps: int, args) -> int:
     """The CUDA path: fcos_lib's training step and torchvision's, then the notebooks."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -197,20 +212,21 @@ def on_device(cfg: TrainConfig, train_set, device: torch.device, full_steps: int
     print(f"device: {gpu}; mixed precision: {dtype or 'off'}; network: {net.backbone} (random "
           f"init), FPN of {net.fpn_channels} channels over P{min(net.levels)}-"
           f"P{max(net.levels)}, {net.stem_convs}-conv stems")
-    trainer = Trainer(cfg, model, train_set, progress=False)
-    ours = measure(trainer.one_step, trainer.batches(), args.steps, args.warmup, device,
-                   cfg.batch_size)
-    del trainer, model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    ours = ours_step(cfg, model, train_set, device, args)
+    del model
+    cl_cfg = replace(cfg, channels_last=True)
+    channels_last = ours_step(cl_cfg, build_model(cl_cfg, len(train_set.class_names)).to(
+        device, memory_format=torch.channels_last), train_set, device, args)
     theirs_step = torchvision_step(cfg, device, len(train_set.class_names))
     batches = iter(training_loader(train_set, cfg, pin_memory=device.type == "cuda"))
     theirs = measure(theirs_step, batches, args.steps, args.warmup, device, cfg.batch_size)
     print(f"\n{'':<18}{'ms/step':>9}{'images/s':>10}{'data wait, ms (%)':>18}{'peak MiB':>10}"
           f"{f'{full_steps} steps':>13}")
     print(_row("fcos_lib", ours, full_steps))
+    print(_row("  channels-last", channels_last, full_steps))
     print(_row("torchvision FCOS", theirs, full_steps))
-    print(f"fcos_lib / torchvision step time: {ours.step_ms / theirs.step_ms:.2f}")
+    print(f"fcos_lib / torchvision step time: {ours.step_ms / theirs.step_ms:.2f} "
+          f"({channels_last.step_ms / theirs.step_ms:.2f} channels-last)")
     for line in _verdicts(ours, full_steps, gpu):
         print(line)
     if args.no_notebooks:

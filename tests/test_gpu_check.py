@@ -29,14 +29,16 @@ def test_the_cuda_path_runs_on_the_cpu(capsys):
     assert code == 0
     assert "FPN of 128 channels over P3-P5, 2-conv stems" in out and "batch 4 x 224 px" in out
     rows = {}
-    for name in ("fcos_lib", "torchvision FCOS"):
+    for name in ("fcos_lib", "  channels-last", "torchvision FCOS"):
         line = next(x for x in out.split("\n") if x.startswith(name + " "))
         step, rate, wait, share, minutes = map(float, re.findall(r"\d+\.\d+", line))
         assert step > 0 and 0 <= wait <= step and rate == pytest.approx(4000 / step, rel=0.05)
         assert minutes == pytest.approx(9000 * step / 60_000, rel=0.01) and "n/a" in line
         rows[name] = step
-    ratio = float(re.search(r"step time: (\d+\.\d+)", out).group(1))
+    ratio, cl_ratio = map(float, re.search(r"step time: (\d+\.\d+) \((\d+\.\d+) "
+                                           r"channels-last\)", out).groups())
     assert ratio == pytest.approx(rows["fcos_lib"] / rows["torchvision FCOS"], abs=0.02)
+    assert cl_ratio == pytest.approx(rows["  channels-last"] / rows["torchvision FCOS"], abs=0.02)
     assert "goal, 9000 steps in under 15 min" in out and "at most 5 % of a step" in out
 
 
