@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from fcos_lib.config import FCOSConfig, TrainConfig, config_with, model_config
@@ -112,10 +113,11 @@ class Comparison:
 
     def format(self, metric: str = "map50") -> str:
         """The rows of ``metric`` as a text table (means and spreads in mAP points x 100)."""
-        lines = [f"{'switch':<22} {metric:>7} {'min-max':>11} {'std':>5} {'diff':>6}  verdict"]
+        wide = max(7, len(metric))
+        lines = [f"{'switch':<22} {metric:>{wide}} {'min-max':>11} {'std':>5} {'diff':>6}  verdict"]
         for r in (r for r in self.rows if r["metric"] == metric):
             std = "-" if r["std"] is None else f"{100 * r['std']:.1f}"
-            lines.append(f"{r['switch']:<22} {100 * r['mean']:>7.1f} "
+            lines.append(f"{r['switch']:<22} {100 * r['mean']:>{wide}.1f} "
                          f"{100 * r['min']:>5.1f}-{100 * r['max']:<5.1f} {std:>5} "
                          f"{100 * r['difference']:>+6.1f}  {r['verdict']}")
         return "\n".join(lines)
@@ -165,7 +167,7 @@ def _evaluation_check(options: Mapping[str, Any]) -> None:
     detect(one, 32, **options)
 
 
-def _evaluate(checkpoint: Path, val_set, options: Mapping[str, Any], device: str | None,
+def _evaluate(checkpoint: Path, val_set: Dataset, options: Mapping[str, Any], device: str | None,
               eval_images: int | None) -> dict[str, float]:
     """:data:`METRICS` of a checkpoint's model on ``val_set`` with detection ``options``."""
     model, _ = FCOS.from_checkpoint(checkpoint, map_location=pick_device(device))

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from fcos_lib.inference import predict_dataset
 from fcos_lib.matching import match_coco, match_voc
@@ -301,7 +302,7 @@ def format_table(result: dict[str, Any], class_names: Sequence[str] | None = Non
     return "\n".join(lines)
 
 
-def split_in_words(dataset) -> str:
+def split_in_words(dataset: Dataset) -> str:
     """A dataset split as a message names it: its class, its split, and the file that lists
     its images where it has one (``sources()[0]``, as :class:`fcos_lib.data.VOCDataset`).
 
@@ -319,9 +320,9 @@ def split_in_words(dataset) -> str:
     return f"{text}{type(dataset).__name__} ({where})"
 
 
-def evaluate_model(model: nn.Module, dataset, *, max_images: int | None = None,
+def evaluate_model(model: nn.Module, dataset: Dataset, *, max_images: int | None = None,
                    batch_size: int = 16, iou_threshold: float | str = 0.5,
-                   method: str = "area", **detect_kwargs) -> dict[str, Any]:
+                   method: str = "area", **detect_kwargs: Any) -> dict[str, Any]:
     """The :func:`mean_average_precision` of ``model`` (on its own device) on the first
     ``max_images`` of ``dataset`` (all by default), with the detector's default thresholds
     unless ``detect_kwargs`` (``score_thresh``, ``nms_thresh``, ... of ``model.predict``)

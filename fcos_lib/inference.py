@@ -28,9 +28,11 @@ a student's version) image by image. :func:`predict_dataset` runs a model over a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from fcos_lib.data import collate
@@ -244,8 +246,8 @@ def detect(outputs: dict[str, list], image_size: int | tuple[int, int],
 
 
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, dataset, *, batch_size: int = 16,
-                    max_images: int | None = None, **detect_kwargs
+def predict_dataset(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 16,
+                    max_images: int | None = None, **detect_kwargs: Any
                     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
     """Run ``model.predict`` over (the first ``max_images`` of) a dataset.
 

@@ -21,12 +21,18 @@ import math
 import re
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from fcos_lib.data.transforms import normalize, rgb_pixels
 from fcos_lib.data.voc import check_pixels
+
+if TYPE_CHECKING:   # what read_photo takes: a path, a file's bytes, a PIL image, or a tensor
+    from PIL.Image import Image
+
+    Photo = str | Path | bytes | bytearray | memoryview | Image | Tensor
 
 __all__ = ["IMAGE_KINDS", "read_photo", "letterbox", "boxes_to_photo", "detect_photo",
            "sample_photo", "draw_photo", "as_record", "record_json", "as_coco_results"]
@@ -35,7 +41,7 @@ MAX_ASPECT = 4
 IMAGE_KINDS = "JPEG, PNG, BMP, GIF, TIFF or WebP"   # what the commands and the viewer read
 
 
-def read_photo(photo, name: str | None = None) -> Tensor:
+def read_photo(photo: Photo, name: str | None = None) -> Tensor:
     """A photo as uint8 (3, H, W) RGB, upright as a viewer shows it (its EXIF orientation
     applied, as phones record it). Any mode Pillow opens is taken, 16-bit, greyscale,
     palette, CMYK, with transparency: see :func:`fcos_lib.data.transforms.rgb_pixels`. A
@@ -129,7 +135,7 @@ def boxes_to_photo(boxes: Tensor, scale: float, height: int, width: int) -> Tens
     return out
 
 
-def detect_photo(model: torch.nn.Module, photo, size: int, *, score_thresh: float = 0.3,
+def detect_photo(model: torch.nn.Module, photo: Photo, size: int, *, score_thresh: float = 0.3,
                  nms_thresh: float = 0.6) -> dict[str, Tensor]:
     """A detector's boxes on a whole photo, in the photo's pixels.
 

@@ -98,7 +98,7 @@ def _names(source: str) -> set[str]:
     return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
 
 
-def _literal(value) -> bool:
+def _literal(value: object) -> bool:
     """Whether ``value`` is a plain constant that its ``repr`` writes back exactly."""
     if value is None or isinstance(value, bool | int | float | str | tuple | list | dict):
         try:
@@ -108,7 +108,7 @@ def _literal(value) -> bool:
     return False
 
 
-def _importable(value) -> bool:
+def _importable(value: object) -> bool:
     """Whether ``value`` (a function or class) is what ``from its module import its name``
     gives: the library's and other packages', not a notebook's."""
     module = sys.modules.get(getattr(value, "__module__", None) or "")

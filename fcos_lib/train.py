@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from fcos_lib.config import TrainConfig, model_config
 from fcos_lib.curves import save_loss_curve
@@ -54,7 +55,7 @@ def build_datasets(cfg: TrainConfig, splits: tuple[str, ...] = ("train", "val"),
     return out
 
 
-def check_not_empty(cfg: TrainConfig, train_set, val_set) -> None:
+def check_not_empty(cfg: TrainConfig, train_set: Dataset, val_set: Dataset) -> None:
     """Raise ValueError, before any step, when the training split or the validation split
     (evaluated every ``cfg.eval_every`` steps and at the end) has no images, naming the
     dataset, the split and the file that lists it."""

@@ -27,10 +27,11 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -206,7 +207,7 @@ class Trainer:
             return {}
         previous: dict = {}
 
-        def stop(number, frame):
+        def stop(number: int, frame: FrameType | None) -> None:
             if self.stop_signal is not None:      # asked twice: stop now
                 raise Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
             self.stop_signal = number
@@ -228,7 +229,7 @@ class Trainer:
                   f": checkpoint of step {self.step} saved in {self.path}; run again with "
                   "--resume (resume=True) to continue")
 
-    def batches(self):
+    def batches(self) -> Iterator:
         """An iterator over the training batches from the current step on."""
         return iter(training_loader(self.train_set, self.cfg, self.step, self.info,
                                     pin_memory=self.device.type == "cuda"))

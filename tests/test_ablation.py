@@ -84,6 +84,11 @@ def test_the_table_holds_the_runs_own_numbers(ran):
         assert row["evaluation_only"] == (row["switch"] in ("no-ctr", "ctr-from-box"))
     assert table.row("baseline")["verdict"] == "baseline"
     assert "giou" in table.format() and "map_coco" in table.format("map_coco")
+    for metric in ("map50", "map_coco"):            # each mean ends under its header's end
+        head, *rows = table.format(metric).splitlines()
+        edge = head.index(metric) + len(metric)
+        assert len(rows) == sum(r["metric"] == metric for r in table.rows)
+        assert all(row[edge - 1] != " " and row[edge] == " " for row in rows), table.format(metric)
 
 
 def test_an_evaluation_switch_of_the_library_detect_reaches_the_table(ran):
