@@ -5,11 +5,12 @@ Neither reads a preset's table: the picture stays true when a preset changes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 if TYPE_CHECKING:                      # matplotlib is imported when a figure is drawn
     from matplotlib.figure import Figure
@@ -60,8 +61,8 @@ def trace_shapes(model: nn.Module, image_size: int = 224) -> Anatomy:
                head.box_deltas, head.centerness)
     maps: dict[str, list[Shape]] = {name: [] for name in PARTS}
 
-    def recorder(name: str):
-        def record(module: nn.Module, inputs: tuple, output) -> None:
+    def recorder(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: tuple, output: Tensor | list[Tensor]) -> None:
             outputs = output if isinstance(output, (list, tuple)) else [output]
             maps[name].extend(tuple(m.shape[1:]) for m in outputs)
         return record
@@ -111,7 +112,7 @@ def draw_anatomy(anatomy: Anatomy) -> Figure:
     ax = fig.add_axes((0, 0, 1, 1), xlim=(0, WIDTH), ylim=(0, height))
     ax.axis("off")
 
-    def box(column: str, yc: float, h: float, text: str, gid: str):
+    def box(column: str, yc: float, h: float, text: str, gid: str) -> None:
         x0, x1 = COLUMNS[column]
         ax.add_patch(FancyBboxPatch((x0, yc - h / 2), x1 - x0, h, facecolor=COLORS[column],
                                     edgecolor="0.3", boxstyle="round,pad=0,rounding_size=0.06"))

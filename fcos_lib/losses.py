@@ -202,7 +202,7 @@ class _FocalLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, labels: Tensor, alpha: float, gamma: float, want_grad: bool,
+    def forward(ctx: torch.autograd.function.FunctionCtx, labels: Tensor, alpha: float, gamma: float, want_grad: bool,
                 *levels: Tensor) -> Tensor:
         dense = levels[0].new_zeros(())
         grads, positives = [], []
@@ -230,7 +230,7 @@ class _FocalLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         return None, None, None, None, *(g * grad for g in ctx.saved_tensors)
 
 

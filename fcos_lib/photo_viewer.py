@@ -15,6 +15,7 @@ import html
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -23,6 +24,11 @@ from fcos_lib.env import on_colab
 from fcos_lib.photo import detect_photo, draw_photo, read_photo
 from fcos_lib.review import title_band
 from fcos_lib.viz import png_bytes
+
+if TYPE_CHECKING:
+    import ipywidgets
+
+    from fcos_lib.photo import Photo
 
 __all__ = ["PhotoViewer", "uploaded_files", "wrapping_box", "control_layout", "display_bundle",
            "STILL_NOTE", "WIDGET_VIEW"]
@@ -33,7 +39,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"    # the mimetype of a 
 STILL_NOTE = "A still picture: run the notebook to use the controls"
 
 
-def control_layout(kind: str = "slider"):
+def control_layout(kind: str = "slider") -> ipywidgets.Layout:
     """The ``ipywidgets.Layout`` of one control in a :func:`wrapping_box`: a slider or a
     dropdown starts at 270 pixels and grows to share the line (up to 420), never shrinking
     below 240 (its track stays long enough to use); a ``"checkbox"`` or a ``"button"``
@@ -46,7 +52,7 @@ def control_layout(kind: str = "slider"):
                     margin="2px 8px 2px 0")
 
 
-def wrapping_box(children: Sequence):
+def wrapping_box(children: Sequence[ipywidgets.Widget]) -> ipywidgets.Box:
     """``children`` in a row that wraps onto the next line where the notebook is too narrow,
     never a scrollbar (the layout ipywidgets 7.7 and 8 both know: CSS flex-flow)."""
     import ipywidgets as w
@@ -58,7 +64,7 @@ def wrapping_box(children: Sequence):
     return box
 
 
-def display_bundle(widget, view: Tensor | None, info: str) -> dict[str, object]:
+def display_bundle(widget: ipywidgets.Widget, view: Tensor | None, info: str) -> dict[str, object]:
     """What a viewer shows when a cell displays it: its ``widget``, and a still picture of
     ``view`` under a band that says so, for a reader who has the notebook but not its kernel.
 
@@ -92,7 +98,7 @@ def display_bundle(widget, view: Tensor | None, info: str) -> dict[str, object]:
     return bundle
 
 
-def uploaded_files(value) -> list[tuple[str, bytes]]:
+def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
     """``(name, content)`` of the files in a ``FileUpload``'s value: ipywidgets 8 gives a tuple
     of dicts with ``name`` and ``content``, 7 a dict from the name to one with ``content``."""
     if isinstance(value, dict):
@@ -115,7 +121,7 @@ class PhotoViewer:
         max_side: the picture's longer side on screen at most, pixels.
     """
 
-    def __init__(self, model: torch.nn.Module, size: int, class_names: Sequence[str], photo, *,
+    def __init__(self, model: torch.nn.Module, size: int, class_names: Sequence[str], photo: Photo, *,
                  name: str | None = None, score_thresh: float = 0.3, upload: bool = True,
                  max_side: int = 800):
         import ipywidgets as w
@@ -136,7 +142,7 @@ class PhotoViewer:
         named = Path(photo).name if isinstance(photo, (str, Path)) else "your photo"
         self.show(photo, name or named)
 
-    def show(self, photo, name: str) -> None:
+    def show(self, photo: Photo, name: str) -> None:
         """Detect on ``photo`` and draw it; a file that is no photo leaves the last one and
         says why, naming the file and the kinds that are read
         (:data:`fcos_lib.photo.IMAGE_KINDS`)."""
@@ -150,7 +156,7 @@ class PhotoViewer:
         self.found = detect_photo(self.model, self.pixels, self.size, score_thresh=0.05)
         self.redraw()
 
-    def _uploaded(self, change) -> None:
+    def _uploaded(self, change: dict[str, Any]) -> None:
         files = uploaded_files(change["new"])
         if files:
             self.show(files[0][1], files[0][0])
@@ -171,7 +177,8 @@ class PhotoViewer:
         self.info.value = (f"<b>{html.escape(self.name)}</b>, {width} x {height} pixels: "
                            f"{int(keep.sum())} boxes above {self.score.value:.2f}{capped}")
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, object]:
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None
+                          ) -> dict[str, object]:
         """The widget, and a still picture of the photo as drawn now (:func:`display_bundle`)."""
         return display_bundle(self.widget, self.last_view, self.info.value)
 

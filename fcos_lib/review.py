@@ -253,7 +253,7 @@ def colorbar_band(cmap: str, width: int, height: int, placed: list[Label] | None
 def legend_html() -> str:
     """The colours' meaning, as a line of HTML for the viewer, in the words of its info line
     (:data:`fcos_lib.diagnose.STATUS_NAMES`)."""
-    def swatch(color, text):
+    def swatch(color: Sequence[int], text: str) -> str:
         return (f'<span style="display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;'
                 f'background:rgb{tuple(color)};border:1px solid #555"></span>{text}')
     return "".join([swatch(STATUS_COLORS[TRUE_POSITIVE], STATUS_NAMES[TRUE_POSITIVE]),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from fcos_lib.diagnose import (
     DUPLICATE,
@@ -61,8 +62,8 @@ class DetectorView:
         keep: how many images' raw outputs to keep (the most recently shown).
     """
 
-    def __init__(self, model: torch.nn.Module, dataset, class_names: Sequence[str] | None = None,
-                 keep: int = 64):
+    def __init__(self, model: torch.nn.Module, dataset: Dataset,
+                 class_names: Sequence[str] | None = None, keep: int = 64):
         self.model, self.dataset, self.keep = model, dataset, keep
         self.class_names = list(class_names or dataset.class_names)
         self.level_names = level_names(model.strides)
@@ -147,7 +148,8 @@ class BoxViewer:
 
     ORDERS = {"index": "by number", "ap": "worst AP first", "misses": "most misses first"}
 
-    def __init__(self, model: torch.nn.Module, dataset, *, class_names=None,
+    def __init__(self, model: torch.nn.Module, dataset: Dataset, *,
+                 class_names: Sequence[str] | None = None,
                  scale: int | None = None,
                  score_thresh: float = 0.3, nms_thresh: float = 0.6, iou_threshold: float = 0.5):
         import ipywidgets as w
@@ -198,7 +200,7 @@ class BoxViewer:
                              layout=w.Layout(width="100%", overflow="visible"))
         self.redraw()
 
-    def _reorder(self, change=None) -> None:
+    def _reorder(self, change: object = None) -> None:
         if self.order.value != "index" and not self.view.graded(self.iou.value):
             self.info.value = "grading every image once, at the evaluation's settings..."
         self.indices = self.view.order(self.order.value, self.iou.value)
@@ -236,7 +238,9 @@ class BoxViewer:
         self.info.value = self._info(i, target, found, classes, positives)
         self.last_ms = 1000 * (time.perf_counter() - start)
 
-    def _info(self, i, target, found, classes, positives) -> str:
+    def _info(self, i: int, target: dict[str, Tensor], found: dict[str, Tensor],
+              classes: Sequence[int] | None,
+              positives: dict[str, Tensor] | None) -> str:
         capped = len(found["boxes"]) >= (CANDIDATES_KEPT if self.before_nms.value
                                          else DETECTIONS_KEPT)
         target, found = only_classes(target, classes), only_classes(found, classes)
@@ -264,7 +268,8 @@ class BoxViewer:
                      f"{int(positives['positive'].sum())} positive locations")
         return text
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, object]:
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None
+                          ) -> dict[str, object]:
         """The widget, and a still picture of the view drawn now, with its info line
         (:func:`fcos_lib.photo_viewer.display_bundle`)."""
         return display_bundle(self.widget, self.last_view, self.info.value)

@@ -35,7 +35,8 @@ BATCH, SIZE, NUM_CLASSES = 16, 224, 20
 class NoExtraLevels(ExtraFPNBlock):
     """P3-P5 alone (BackboneWithFPN's default adds a max-pooled level)."""
 
-    def forward(self, results, x, names):
+    def forward(self, results: list[torch.Tensor], x: list[torch.Tensor], names: list[str]
+                ) -> tuple[list[torch.Tensor], list[str]]:
         """The levels as they came: no extra level."""
         return results, names
 

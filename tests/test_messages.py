@@ -1,4 +1,4 @@
-"""Every message true (issue 25): each failure is named for what it is, from the error itself,
+"""Every message true: each failure is named for what it is, from the error itself,
 and the advice names only what will work. Each test failed on the code before its fix.
 
 The commands run in this process (``run_main``); a server that takes the connection and

@@ -363,7 +363,7 @@ def test_on_colab_a_viewer_publishes_what_ipywidgets_does(setup, monkeypatch):
     assert set(displayed(viewer)) == {WIDGET_VIEW, "text/plain"}
 
 
-# ------------------------------------------------------------------ issue 25: what a person sees
+# ------------------------------------------------------------------ what a person sees
 
 
 def test_a_true_positive_under_a_false_positive_keeps_its_outline_and_its_label():
