@@ -5,6 +5,8 @@ variable set here; a notebook run by hand keeps its full-size default.
 """
 import os
 
+import pytest
+
 os.environ["FCOS_QUICK"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Keep tqdm bars out of compared outputs and logs.
@@ -43,6 +45,7 @@ if LoadScopeScheduling is not None:
             return next((group for group, paths in GROUPS.items() if nodeid.startswith(paths)),
                         nodeid)
 
+    @pytest.hookimpl(optionalhook=True)        # (-p no:xdist leaves the hook unknown)
     def pytest_xdist_make_scheduler(config, log):
         """Schedule by :class:`GroupScheduling` (``pytest -n 2``)."""
         return GroupScheduling(config, log)

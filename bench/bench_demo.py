@@ -42,7 +42,6 @@ count or library version (which change the arithmetic slightly) leaves it above.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -51,14 +50,14 @@ from typing import Any
 import torch
 
 from fcos_lib.checkpoint import load_checkpoint
-from fcos_lib.config import get_preset
+from fcos_lib.config import TRAIN_PRESETS, get_preset
 from fcos_lib.evaluate import mean_average_precision
 from fcos_lib.inference import predict_dataset
 from fcos_lib.model import FCOS
 from fcos_lib.train import build_datasets, train
 from fcos_lib.yardstick import torchvision_step_seconds
 
-HALF = ((0, 32), (32, 64), (64, math.inf))
+HALF = TRAIN_PRESETS["demo"]["model"]["size_ranges"]     # the paper's ranges, halved
 # name -> (preset, overrides, detection options)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shapes (notebook 06)": ("shapes", {}, {}),

@@ -2,7 +2,8 @@
 
 The ``demo`` preset (:data:`fcos_lib.config.TRAIN_PRESETS`) is notebook 06's ``shapes`` run
 with the two largest gains that notebook 08 measures, center sampling and size ranges halved
-for 128-pixel images, in 1000 steps in place of 1500.
+for 128-pixel images, at four times the learning rate, in 1000 steps in place of 1500
+(``bench/bench_demo.py``: what each change does).
 
 ``python -m fcos_lib demo --out runs/demo`` writes to ``runs/demo/``:
 
