@@ -75,8 +75,7 @@ def check_figure(fig, placed: list[list[Label]], where: str) -> None:
         assert_tall(labels, shown, f"{where}, picture {k}")
     texts = [t for t in [c for c in fig.get_children() if isinstance(c, Text)]
              + [t for legend in fig.legends for t in legend.get_texts()]
-             + [t for ax in fig.axes for t in [ax.title, *ax.texts]]
-             ]
+             + [t for ax in fig.axes for t in [ax.title, *ax.texts]]]
     assert_texts_readable(fig, texts, where)
 
 
