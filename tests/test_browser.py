@@ -38,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = os.environ.get("FCOS_BROWSER_TEST") == "required"
 ARTIFACTS = Path(os.environ.get("FCOS_ARTIFACTS", ROOT / "runs")) / "browser-test"
+WINDOW, READING_WINDOW = (1400, 1000), (1400, 6000)      # pixels: the window, and a tall one
 
 
 def _missing(what: str) -> None:
@@ -134,7 +135,7 @@ def browser(lab):
     # As root, without a GPU, on a closed network: no sandbox, no background connections.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                 "--disable-component-update", "--disable-sync", "--window-size=%d,%d" % WINDOW,
                  f"--user-data-dir={lab['root'] / 'chromium'}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -302,7 +303,17 @@ def _viewer_pictures(path: Path) -> list[str]:
 def _read_unrun(browser, lab, name: str) -> tuple[dict[str, int], str]:
     """``name`` opened in a workspace of its own and left unrun, read from top to bottom once
     its kernel is idle (JupyterLab attaches only the cells near the view): each picture of
-    its outputs (data URL: the widest it was drawn) and the words of its outputs."""
+    its outputs (data URL: the widest it was drawn) and the words of its outputs. It is read
+    in a window 6000 px tall, a few screens for the whole notebook (at 1000 px, 37 screens
+    took 15 s), and the window is set back to 1400 x 1000 after."""
+    browser.set_window_size(*READING_WINDOW)
+    try:
+        return _read(browser, lab, name)
+    finally:
+        browser.set_window_size(*WINDOW)
+
+
+def _read(browser, lab, name: str) -> tuple[dict[str, int], str]:
     page = Page(browser, lab)
     browser.get(f"{lab['url']}/lab/workspaces/{name.split('.')[0]}/tree/{name}"
                 f"?token={lab['token']}")

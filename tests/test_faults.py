@@ -62,7 +62,7 @@ def test_weights_that_are_not_finite_are_never_saved(tmp_path):
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
-def test_the_advice_after_a_non_finite_loss_works_as_written(tmp_path, monkeypatch):
+def test_the_advice_after_a_non_finite_loss_works_as_written(tmp_path, monkeypatch, run_main):
     """Stopped by a NaN at step 7, the run resumes from step 4 with a lower rate, as the
     message says, in Python and on the command line; the change is in the log."""
     from fcos_lib.runlog import read_metrics
@@ -92,11 +92,11 @@ def test_the_advice_after_a_non_finite_loss_works_as_written(tmp_path, monkeypat
     assert group["lr"] == pytest.approx(0.002 * lr_factor(12, tiny_config(out)))
 
     # The command line, as the message writes it.
-    refused = cli("train", "--out", str(tmp_path / "copy"), "--resume", "--set", "lr=0.002",
-                  "--no-progress")
+    refused = run_main("train", "--out", tmp_path / "copy", "--resume", "--set", "lr=0.002",
+                       "--no-progress")
     assert refused.returncode == 2 and "--change-schedule" in refused.stderr
-    done = cli("train", "--out", str(tmp_path / "copy"), "--resume", "--change-schedule",
-               "--set", "lr=0.002", "--no-progress")
+    done = run_main("train", "--out", tmp_path / "copy", "--resume", "--change-schedule",
+                    "--set", "lr=0.002", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(tmp_path / "copy" / "checkpoint.pt")["step"] == 12
     changes = [r for r in read_metrics(tmp_path / "copy") if "changed" in r]
@@ -303,7 +303,22 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
 
 
-def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path):
+STOPPED_STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The weights of a run of :data:`STOPPED_STEPS` steps never stopped, from the command
+    line in a process of its own as the stopped runs are: what they must resume to."""
+    from tinyrun import cli_settings, weights
+
+    out = tmp_path_factory.mktemp("straight")
+    done = cli(*cli_settings(out, steps=STOPPED_STEPS))
+    assert done.returncode == 0, done.stderr
+    return weights(out / "checkpoint.pt")
+
+
+def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path, straight):
     """What Colab and job schedulers send: the command saves, exits with 143, and resumes to
     the weights of a run never stopped."""
     import signal
@@ -313,9 +328,7 @@ def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path):
 
     from tinyrun import ROOT, assert_same_weights, cli_settings, weights
 
-    steps = 40
-    straight = cli(*cli_settings(tmp_path / "straight", steps=steps))
-    assert straight.returncode == 0, straight.stderr
+    steps = STOPPED_STEPS
     out = tmp_path / "stopped"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "fcos_lib", *cli_settings(out, steps=steps)],
@@ -337,8 +350,7 @@ def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path):
     assert f"terminated: checkpoint of step {saved}" in stdout
     done = cli("train", "--out", str(out), "--resume", "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert_same_weights(weights(tmp_path / "straight" / "checkpoint.pt"),
-                        weights(out / "checkpoint.pt"))
+    assert_same_weights(straight, weights(out / "checkpoint.pt"))
 
 
 def test_a_stop_that_comes_while_a_checkpoint_is_written_waits_for_it(tmp_path, monkeypatch):
@@ -679,10 +691,10 @@ def test_a_full_disk_during_the_download_says_so_once_and_keeps_the_bytes(tmp_pa
     assert (root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000001.jpg").is_file()
 
 
-def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path):
+def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path, straight):
     """SIGKILL (nothing can be saved) three times at random moments, resuming after each:
-    every time a loadable checkpoint, no half file in the way, and at the end the weights of
-    a run never stopped."""
+    every time a loadable checkpoint of the last periodic save (every 4 steps), no half file
+    in the way, and at the end the weights and the log of a run never stopped."""
     import os
     import random
     import signal
@@ -692,9 +704,7 @@ def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path
 
     from tinyrun import ROOT, assert_same_weights, cli_settings, weights
 
-    steps, rng = 40, random.Random(0)
-    straight = cli(*cli_settings(tmp_path / "straight", steps=steps))
-    assert straight.returncode == 0, straight.stderr
+    steps, rng = STOPPED_STEPS, random.Random(0)
     out, log = tmp_path / "killed", tmp_path / "killed" / "metrics.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     for round_ in range(3):
@@ -711,12 +721,12 @@ def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         state = load_checkpoint(out / "checkpoint.pt")               # whole, loadable
-        assert 0 < state["step"] < steps and finite(state)
+        assert 0 < state["step"] < steps and state["step"] % 4 == 0 and finite(state)
     done = cli("train", "--out", str(out), "--resume", "--no-progress")
     assert done.returncode == 0, done.stderr
+    assert f"step {steps}" in done.stdout
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
-    assert_same_weights(weights(tmp_path / "straight" / "checkpoint.pt"),
-                        weights(out / "checkpoint.pt"))
+    assert_same_weights(straight, weights(out / "checkpoint.pt"))
     from fcos_lib.runlog import read_metrics
 
     assert [r["step"] for r in read_metrics(out) if "total" in r] == list(range(1, steps + 1))
