@@ -90,7 +90,7 @@ def main(repeats: int = 7) -> None:
           f"{times['update']:.1f} ms, outside the network {outside:.1f} ms = "
           f"{100 * outside / times['fcos_lib']:.1f}% (goal < 3%)")
     convolutions(step_fn(ours, our_opt, normalized, targets, False))
-    variants(ours, normalized, targets, times["fcos_lib"], repeats)
+    variants(ours, normalized, targets, times["fcos_lib"], times["torchvision"], repeats)
 
 
 def convolutions(step) -> None:
@@ -109,8 +109,10 @@ def convolutions(step) -> None:
           f"about {flops / 1e9:.0f} GFLOP at {flops / conv / 1e3:.0f} GFLOP/s")
 
 
-def variants(model: FCOS, inputs, targets, baseline: float, repeats: int) -> None:
-    """The same step with channels-last tensors, the fused SGD, torch.compile."""
+def variants(model: FCOS, inputs, targets, baseline: float, torchvision: float,
+             repeats: int) -> None:
+    """The same step with channels-last tensors (the trainer's ``channels_last``), the fused
+    SGD, torch.compile; each also as a ratio to torchvision's step above."""
     cl_model = from_torchvision(torchvision_fcos()).train().to(
         memory_format=torch.channels_last)
     cl_inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -124,9 +126,11 @@ def variants(model: FCOS, inputs, targets, baseline: float, repeats: int) -> Non
     compiled_step()
     warmup = time.perf_counter() - start
     times.update(median_ms({"torch.compile": compiled_step}, repeats))
-    print(f"variants (median ms; baseline above {baseline:.0f}):")
+    print(f"variants (median ms; baseline above {baseline:.0f}; ratio: to torchvision's "
+          f"{torchvision:.0f}, as scaled to the baseline above):")
     for name, ms in times.items():
-        print(f"  {name:<14} {ms:7.0f}  x{times['baseline'] / ms:.2f}")
+        print(f"  {name:<14} {ms:7.0f}  x{times['baseline'] / ms:.2f}  ratio "
+              f"{baseline / torchvision * ms / times['baseline']:.3f}")
     print(f"  torch.compile's first step (compilation): {warmup:.0f} s")
 
 

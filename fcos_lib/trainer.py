@@ -396,17 +396,25 @@ SCHEDULE_CHANGES = ("lr", "warmup_steps", "warmup_factor", "schedule", "mileston
                     "clip_grad_norm")
 
 
-def check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path,
-                   change_schedule: bool = False) -> None:
-    """Raise ValueError if ``cfg`` differs from the checkpoint's ``saved`` config in more
-    than :data:`RESUMABLE_CHANGES` (and :data:`SCHEDULE_CHANGES` with ``change_schedule``)."""
+def changed_settings(cfg: TrainConfig, saved: dict[str, Any], change_schedule: bool = False
+                     ) -> dict[str, tuple[Any, Any]]:
+    """The settings of ``cfg`` that differ from the checkpoint's ``saved`` config beyond
+    :data:`RESUMABLE_CHANGES` (and :data:`SCHEDULE_CHANGES` with ``change_schedule``):
+    name -> (the checkpoint's value, ``cfg``'s), in ``cfg``'s order."""
     now = json.loads(json.dumps(asdict(cfg)))  # tuples become lists, as in ``saved``
     saved = json.loads(json.dumps(saved))
     allowed = RESUMABLE_CHANGES + (SCHEDULE_CHANGES if change_schedule else ())
-    differ = [k for k in now if k not in allowed and now[k] != saved.get(k)]
+    return {k: (saved.get(k), now[k]) for k in now if k not in allowed and now[k] != saved.get(k)}
+
+
+def check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path,
+                   change_schedule: bool = False) -> None:
+    """Raise ValueError if ``cfg`` differs from the checkpoint's ``saved`` config in more
+    than a resume may change (:func:`changed_settings`)."""
+    differ = changed_settings(cfg, saved, change_schedule)
     if differ:
-        said = "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
-                         for k in differ)
+        said = "; ".join(f"{k}: {was!r} in the checkpoint, {now!r} now"
+                         for k, (was, now) in differ.items())
         hint = (" To change the schedule (" + ", ".join(k for k in differ if k in
                 SCHEDULE_CHANGES) + ") and go on, add --change-schedule "
                 "(change_schedule=True)." if set(differ) <= set(SCHEDULE_CHANGES) else "")

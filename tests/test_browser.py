@@ -83,7 +83,6 @@ def lab(tmp_path_factory):
     chromium, driver = _tools()
     root = tmp_path_factory.mktemp("lab")
     shutil.copy(ROOT / "notebooks" / "07_evaluate.ipynb", root)
-    checkpoint = _train(root / "runs")
     port, token = _free_port(), "fcos-browser-test"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}    # the inline backend
     # Its own data folder: the notebooks it trusts (signatures) are the test's own.
@@ -103,6 +102,7 @@ def lab(tmp_path_factory):
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
+        checkpoint = _train(root / "runs")           # while JupyterLab starts
         for _ in range(120):
             try:
                 urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)

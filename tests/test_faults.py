@@ -6,6 +6,7 @@ Each test failed on the code before its fix.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -308,17 +309,32 @@ STOPPED_STEPS = 40
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """The weights of a run of :data:`STOPPED_STEPS` steps never stopped, from the command
-    line in a process of its own as the stopped runs are: what they must resume to."""
-    from tinyrun import cli_settings, weights
+    """The weights of a run of :data:`STOPPED_STEPS` steps never stopped, what the stopped
+    runs must resume to: trained in this process on one thread, as their processes train
+    (``OMP_NUM_THREADS=1``), with the settings their command lines give."""
+    from tinyrun import weights
 
-    out = tmp_path_factory.mktemp("straight")
-    done = cli(*cli_settings(out, steps=STOPPED_STEPS))
-    assert done.returncode == 0, done.stderr
-    return weights(out / "checkpoint.pt")
+    from fcos_lib.train import train
+
+    with one_thread():
+        path = train(tiny_config(tmp_path_factory.mktemp("straight"), steps=STOPPED_STEPS),
+                     progress=False)
+    return weights(path)
 
 
-def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path, straight):
+@contextlib.contextmanager
+def one_thread():
+    """This process's torch on one thread, as the stopped runs' processes are: the same
+    arithmetic, bit for bit, for what runs here (the reference, the last resume)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path, straight, run_main):
     """What Colab and job schedulers send: the command saves, exits with 143, and resumes to
     the weights of a run never stopped."""
     import signal
@@ -348,7 +364,8 @@ def test_sigterm_saves_the_last_step_and_the_run_resumes_exactly(tmp_path, strai
     assert 6 <= saved < steps
     assert saved == max(r["step"] for r in read_metrics(out))      # the last finished step
     assert f"terminated: checkpoint of step {saved}" in stdout
-    done = cli("train", "--out", str(out), "--resume", "--no-progress")
+    with one_thread():
+        done = run_main("train", "--out", out, "--resume", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert_same_weights(straight, weights(out / "checkpoint.pt"))
 
@@ -691,7 +708,8 @@ def test_a_full_disk_during_the_download_says_so_once_and_keeps_the_bytes(tmp_pa
     assert (root / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000001.jpg").is_file()
 
 
-def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path, straight):
+def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path, straight,
+                                                                        run_main):
     """SIGKILL (nothing can be saved) three times at random moments, resuming after each:
     every time a loadable checkpoint of the last periodic save (every 4 steps), no half file
     in the way, and at the end the weights and the log of a run never stopped."""
@@ -722,7 +740,8 @@ def test_kills_at_random_moments_leave_a_checkpoint_and_an_exact_resume(tmp_path
         proc.wait(30)
         state = load_checkpoint(out / "checkpoint.pt")               # whole, loadable
         assert 0 < state["step"] < steps and state["step"] % 4 == 0 and finite(state)
-    done = cli("train", "--out", str(out), "--resume", "--no-progress")
+    with one_thread():
+        done = run_main("train", "--out", out, "--resume", "--no-progress")
     assert done.returncode == 0, done.stderr
     assert f"step {steps}" in done.stdout
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

@@ -181,16 +181,27 @@ def test_the_demos_advice_names_the_demos_own_ways(tmp_path, run_main, monkeypat
         assert says in last and "--overwrite" not in last, last
 
 
-def test_a_run_of_another_preset_in_the_demos_folder_is_left_alone(checkpoint, tmp_path,
-                                                                     run_main):
-    """An older make demo trained the shapes preset in runs/demo: the demo does not try to
-    resume it with its own settings, and says how to start over."""
-    import shutil
+@pytest.mark.parametrize("kind, says", [
+    ("shapes", "(preset: 'shapes' there, 'demo' now; image_size, model and lr differ too; "),
+    ("demo at another rate", "(lr: 0.02 there, 0.04 now; from an older make demo?)")])
+def test_a_run_of_other_settings_in_the_demos_folder_is_left_alone(checkpoint, tmp_path,
+                                                                   run_main, kind, says):
+    """An older make demo trained the shapes preset in runs/demo, or the demo's preset as it
+    was then: the demo does not resume it with its own settings (the trainer would refuse in
+    its own words, which name switches the demo does not have), and says how to start over."""
+    from dataclasses import asdict
 
-    shutil.copy(checkpoint, tmp_path / "checkpoint.pt")          # a run of "shapes"
+    from fcos_lib.checkpoint import load_checkpoint, save_checkpoint
+    from fcos_lib.config import get_preset
+
+    state = load_checkpoint(checkpoint)                               # a run of "shapes"
+    if kind != "shapes":
+        state["config"]["train"] = asdict(get_preset("demo", out=str(tmp_path), lr=0.02))
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
     before = (tmp_path / "checkpoint.pt").read_bytes()
     last = one_line(run_main("demo", "--out", tmp_path, "--no-progress"))
-    assert f"{tmp_path} holds a run of the 'shapes' preset" in last and "--fresh" in last
+    assert f"{tmp_path} holds a training run with settings other than the demo's {says}" in last
+    assert last.endswith("pass --fresh to start the demo over there, or choose another --out")
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 

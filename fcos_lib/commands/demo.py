@@ -44,7 +44,7 @@ from fcos_lib.files import FolderBusyError, folder_lock, write_atomic
 from fcos_lib.inference import predict_dataset
 from fcos_lib.model import FCOS
 from fcos_lib.train import build_datasets, train
-from fcos_lib.trainer import NonFiniteLossError
+from fcos_lib.trainer import NonFiniteLossError, changed_settings
 from fcos_lib.viz import plot_detections_grid
 from fcos_lib.yardstick import torchvision_step_seconds
 
@@ -95,19 +95,24 @@ def _run_demo(out: Path, steps: int | None, device: str | None, fresh: bool, pro
         raise FileExistsError(f"{out} holds {', '.join(found)} but no run to continue "
                               "(no checkpoint.pt): choose another --out, or pass --overwrite "
                               "to replace them")
-    if fresh:
-        for name in found:
-            (out / name).unlink()
-    elif "checkpoint.pt" in found:
-        preset = load_checkpoint(out / "checkpoint.pt")["config"]["train"].get("preset")
-        if preset != "demo":
-            raise ValueError(f"{out} holds a run of the {preset!r} preset (from an older "
-                             "make demo?), not the demo's: pass --fresh to start the demo "
-                             "over there, or choose another --out")
     overrides: dict[str, Any] = {"device": device}
     if steps is not None:
         overrides["steps"] = steps
     cfg = get_preset("demo", out=str(out), **overrides)
+    if fresh:
+        for name in found:
+            (out / name).unlink()
+    elif "checkpoint.pt" in found:             # the demo's own words for the trainer's check
+        differ = changed_settings(cfg, load_checkpoint(out / "checkpoint.pt")["config"]["train"])
+        if differ:
+            first = "preset" if "preset" in differ else next(iter(differ))
+            rest = [k for k in differ if k != first]
+            too = (f"; {', '.join(rest[:-1])}{' and ' if len(rest) > 1 else ''}{rest[-1]} "
+                   f"differ{'s' if len(rest) == 1 else ''} too" if rest else "")
+            raise ValueError(f"{out} holds a training run with settings other than the demo's "
+                             f"({first}: {differ[first][0]!r} there, {differ[first][1]!r} now"
+                             f"{too}; from an older make demo?): pass --fresh to start the "
+                             "demo over there, or choose another --out")
     where = pick_device(device)
     print(f"training the demo preset on {where}: {cfg.steps} steps of {cfg.batch_size} "
           f"images of {cfg.image_size} px; writing {out}/", flush=True)
