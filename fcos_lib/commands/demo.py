@@ -17,7 +17,8 @@ for 128-pixel images, at four times the learning rate, in 1000 steps in place of
   validation images next to the ground truth.
 
 Running it again continues the run in ``--out`` (or just re-evaluates a finished one);
-``--fresh`` starts over. A folder with some of these files but no run to continue (no
+``--fresh`` starts over. A run there with other settings (an older demo's) is refused, naming
+them. A folder with some of these files but no run to continue (no
 ``checkpoint.pt``: files of yours, say) is refused unless ``--overwrite``. The folder is
 locked while the demo runs: a second demo on it stops with a one-line error.
 """
@@ -107,8 +108,8 @@ def _run_demo(out: Path, steps: int | None, device: str | None, fresh: bool, pro
         if differ:
             first = "preset" if "preset" in differ else next(iter(differ))
             rest = [k for k in differ if k != first]
-            too = (f"; {', '.join(rest[:-1])}{' and ' if len(rest) > 1 else ''}{rest[-1]} "
-                   f"differ{'s' if len(rest) == 1 else ''} too" if rest else "")
+            names = " and ".join([", ".join(rest[:-1]), rest[-1]] if len(rest) > 1 else rest)
+            too = f"; {names} differ{'s' if len(rest) == 1 else ''} too" if rest else ""
             raise ValueError(f"{out} holds a training run with settings other than the demo's "
                              f"({first}: {differ[first][0]!r} there, {differ[first][1]!r} now"
                              f"{too}; from an older make demo?): pass --fresh to start the "
